@@ -1,0 +1,299 @@
+"""Typed configuration: YAML -> validated ``Config``; ``--set`` overrides; clear errors.
+
+A config file may name a base file (``_base_: ../base.yaml``, relative to itself); the file's
+keys are deep-merged over the base. Every section forbids unknown keys, so a typo is reported
+with its full key path instead of being silently ignored.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+from .registry import suggest
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class DataCfg(_Strict):
+    name: str = "synthetic"
+    root: Optional[str] = None
+    train_split: str = "train"
+    val_split: Optional[str] = "val"
+    test_split: Optional[str] = None
+    fraction: float = Field(1.0, gt=0.0, le=1.0)
+    fraction_seed: int = 1
+    size: Optional[tuple[int, int]] = None  # (H, W) resize for training and evaluation input
+    scale: Optional[tuple[float, float]] = None  # random scale range (training)
+    crop: Optional[tuple[int, int]] = None  # (H, W) random crop (training)
+    hflip: bool = True
+    color_jitter: float = 0.0
+    blur: float = 0.0
+    eval_at_label_size: bool = True  # upsample logits to the original label size for metrics
+    batch_size: int = Field(8, ge=1)
+    eval_batch_size: Optional[int] = None
+    num_workers: int = Field(2, ge=0)
+    cache: bool = False
+    mean: Optional[tuple[float, float, float]] = None
+    std: Optional[tuple[float, float, float]] = None
+    options: dict[str, Any] = {}  # dataset-specific keyword arguments
+    unlabeled: Optional[dict[str, Any]] = None  # {name, root, split, options} for label-free stages
+
+
+class ModelCfg(_Strict):
+    arch: str = "unet"
+    encoder: Optional[str] = None
+    pretrained: bool = False
+    output_stride: Optional[Literal[8, 16, 32]] = None
+    num_classes: Optional[int] = None  # default: the dataset's class count
+    kwargs: dict[str, Any] = {}
+    init_from: Optional[str] = None  # a segkd checkpoint whose model weights initialise this one
+
+
+class TeacherCfg(_Strict):
+    checkpoint: Optional[str] = None  # segkd checkpoint (a run's best.pt or import-teacher output)
+    model: Optional[ModelCfg] = None  # ...or an architecture plus a weights file
+    weights: Optional[str] = None
+    train_bn: bool = False  # OFD-original option: teacher BatchNorm on batch statistics
+    precision: Literal["auto", "32", "bf16", "16"] = "auto"
+
+
+class TermCfg(_Strict):
+    loss: str
+    weight: float = 1.0
+    name: Optional[str] = None
+    student: str = "logits"
+    teacher: Optional[str] = "logits"
+    student_hook: Literal["output", "input"] = "output"
+    teacher_hook: Literal["output", "input"] = "output"
+    connector: Optional[str] = "auto"  # auto (when channels differ) | none | a CONNECTORS name
+    options: dict[str, Any] = {}
+
+
+class ParamGroupCfg(_Strict):
+    params: list[str]  # globs over parameter names of the student (and connectors.*)
+    lr_mult: float = 1.0
+    weight_decay: Optional[float] = None
+
+
+class OptimCfg(_Strict):
+    name: Literal["sgd", "adam", "adamw", "radam"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    param_groups: list[ParamGroupCfg] = []
+
+
+class SchedCfg(_Strict):
+    name: Literal["none", "poly", "onecycle", "cosine", "plateau", "step"] = "none"
+    power: float = 0.9  # poly
+    max_lr: Optional[float] = None  # onecycle (default: optimizer lr)
+    pct_start: float = 0.1  # onecycle warm-up fraction
+    anneal_strategy: Literal["cos", "linear"] = "cos"
+    cycle_momentum: bool = False
+    base_momentum: float = 0.85
+    max_momentum: float = 0.95
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    warmup_iters: int = 0  # poly / cosine linear warm-up
+    min_lr: float = 0.0
+    factor: float = 0.5  # plateau / step
+    patience: int = 0  # plateau (monitors the epoch's mean training loss)
+    step_epochs: int = 30  # step
+
+
+class SelectCfg(_Strict):
+    metric: str = "val/mIoU"
+    mode: Literal["max", "min"] = "max"
+    restore_best: bool = False  # load the best epoch's weights when the stage ends
+
+
+class ReplaceCfg(_Strict):
+    paths: list[str]  # module paths or globs of convolutions in the student
+    block: str = "dwsep"
+    at_epoch: int = 0  # epoch of the stage at whose start the replacement happens
+    options: dict[str, Any] = {}
+
+
+class StageCfg(_Strict):
+    name: str = "train"
+    epochs: int = Field(1, ge=1)
+    iters_per_epoch: Optional[int] = None  # None: one pass over the training data
+    data: Literal["labeled", "images"] = "labeled"  # images: labels never reach the loss
+    trainable: list[str] = ["*"]  # globs over student module paths
+    frozen: list[str] = []  # globs removed from trainable
+    connector_warmup_epochs: int = 0  # epochs training only connectors (OFD)
+    terms: list[TermCfg] = [TermCfg(loss="ce", teacher=None)]
+    optimizer: OptimCfg = OptimCfg()
+    schedule: SchedCfg = SchedCfg()
+    replace: list[ReplaceCfg] = []
+    select: SelectCfg = SelectCfg()
+    val_every: int = Field(1, ge=1)
+
+
+class TrainerCfg(_Strict):
+    precision: Literal["32", "bf16-mixed", "16-mixed", "32-true", "bf16-true"] = "32"
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    grad_accum: int = Field(1, ge=1)
+    grad_clip: Optional[float] = None
+    sync_bn: bool = True  # SyncBatchNorm when running on several processes
+    log_every: int = Field(20, ge=1)
+    progress: bool = True
+    deterministic: bool = False
+    threads: Optional[int] = None  # torch.set_num_threads
+
+
+class SlidingCfg(_Strict):
+    crop: tuple[int, int]
+    overlap: float = 1 / 3
+
+
+class EvalCfg(_Strict):
+    sliding: Optional[SlidingCfg] = None
+    flip: bool = False
+    scales: list[float] = [1.0]
+    per_image_iou: bool = True  # also report the kdsemseg per-image IoU (named as such)
+    splits: list[str] = ["val", "test"]  # final evaluation of the best model ("train" too)
+
+
+class Config(_Strict):
+    name: str = "run"
+    task: Literal["segmentation", "classification"] = "segmentation"
+    seed: int = 0
+    out_dir: str = "runs"
+    data: DataCfg = DataCfg()
+    model: ModelCfg = ModelCfg(encoder="kd_resnet10")
+    teacher: Optional[TeacherCfg] = None
+    stages: list[StageCfg] = [StageCfg()]
+    trainer: TrainerCfg = TrainerCfg()
+    eval: EvalCfg = EvalCfg()
+
+    @field_validator("stages")
+    @classmethod
+    def _non_empty(cls, v: list[StageCfg]) -> list[StageCfg]:
+        if not v:
+            raise ValueError("at least one stage is required")
+        return v
+
+
+# ----------------------------------------------------------------------------------- loading
+def deep_merge(base: dict, over: dict) -> dict:
+    """Return ``base`` with ``over`` merged in (dicts recursively, everything else replaced)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
+    """Read a YAML config, resolving ``_base_`` (a path or list of paths relative to the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in _seen:
+        raise ConfigError(f"circular _base_ reference at {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    bases = raw.pop("_base_", [])
+    merged: dict = {}
+    for b in [bases] if isinstance(bases, str) else bases:
+        merged = deep_merge(merged, read_yaml(path.parent / b, _seen + (path.resolve(),)))
+    return deep_merge(merged, raw)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub.0.name=value`` overrides (value parsed as YAML) to a raw config dict."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        key, value = item.split("=", 1)
+        node: Any = raw
+        parts = key.strip().split(".")
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"--set {key}: '{part}' is not an index of a {len(node)}-item list")
+                part = int(part)
+            if last:
+                node[part] = yaml.safe_load(value)
+            else:
+                if isinstance(node, dict) and node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+    return raw
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(e["loc"][:-1])
+            known = list(parent.model_fields) if parent else []
+            msg = f"unknown key.{suggest(str(e['loc'][-1]), known)}"
+            if known:
+                msg += f" Valid keys here: {', '.join(known)}"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class at a location path (for suggestions)."""
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if model else None
+        if field is None:
+            return None
+        ann = field.annotation
+        model = next((a for a in _flatten(ann) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return model
+
+
+def _flatten(ann: Any) -> list:
+    args = getattr(ann, "__args__", None)
+    return [x for a in args for x in _flatten(a)] if args else [ann]
+
+
+def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML file (or the defaults when ``path`` is None), apply overrides, validate."""
+    raw = read_yaml(path) if path else {}
+    if overrides:  # overrides may address defaults (e.g. stages.0.epochs) not in the file
+        try:
+            raw = deep_merge(Config().model_dump(mode="json"), raw)
+        except ValidationError as err:
+            raise ConfigError(_format_error(err, str(path))) from None
+        raw = apply_overrides(raw, overrides)
+    return config_from_dict(raw, str(path or "defaults"))
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

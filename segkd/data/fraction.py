@@ -1,0 +1,44 @@
+"""Seeded fractions of a dataset (label-efficiency experiments) and their file lists."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Sequence
+
+from segkd.data.base import require_file
+from segkd.errors import ConfigError, DataError
+
+
+def select_fraction(n_items: int, fraction: float, seed: int) -> list[int]:
+    """Sorted indices of a seeded random ``fraction`` of ``n_items`` (at least one item).
+
+    ``fraction=1.0`` returns ``list(range(n_items))``. The same (n_items, fraction, seed)
+    always gives the same indices.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
+    if n_items <= 0:
+        raise DataError("cannot select a fraction of an empty dataset")
+    if fraction == 1.0:
+        return list(range(n_items))
+    k = max(1, int(round(n_items * fraction)))
+    return sorted(random.Random(seed).sample(range(n_items), k))
+
+
+def write_file_list(dataset, indices: Sequence[int], path: str | Path) -> Path:
+    """Write the image file names of ``dataset.items[i] for i in indices``, one per line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = [Path(dataset.items[i][0]).name for i in indices]
+    path.write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
+    return path
+
+
+def read_file_list(dataset, path: str | Path) -> list[int]:
+    """Indices of the file names listed in ``path`` (inverse of write_file_list)."""
+    index = {Path(img).name: i for i, (img, _) in enumerate(dataset.items)}
+    names = [n.strip() for n in require_file(path, "file list").read_text(encoding="utf-8").splitlines() if n.strip()]
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise DataError(f"{path} lists files not in the dataset: {missing[:5]}")
+    return [index[n] for n in names]

@@ -1,0 +1,119 @@
+"""Joint image/mask transforms on torchvision.transforms.v2.
+
+Every transform gets ``(tv_tensors.Image uint8 [3,H,W], tv_tensors.Mask [H,W])`` together, so
+both see the same geometry. v2 resizes ``Mask`` with NEAREST only and leaves it alone in colour
+transforms and blur; crops pad the mask with ``ignore_index`` and the image with 0. Images stay
+uint8 through the geometry and become float32 in [0, 1] at the very end; the dataset then
+normalises them with its mean/std.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+JointTransform = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[Tensor, Tensor]]
+
+
+class JointRandomScale:
+    """Resize image and mask by one random factor in ``scale`` (uniform).
+
+    The factor applies to ``base_size`` (H, W) when given, otherwise to the input's own size.
+    The image is resized bilinear (antialiased), the mask nearest.
+    """
+
+    def __init__(self, scale: tuple[float, float], base_size: tuple[int, int] | None = None):
+        lo, hi = float(scale[0]), float(scale[1])
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale range must satisfy 0 < min <= max, got {scale}")
+        self.scale, self.base_size = (lo, hi), base_size
+
+    def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        s = self.scale[0] + (self.scale[1] - self.scale[0]) * float(torch.rand(()))
+        h, w = self.base_size or tuple(image.shape[-2:])
+        size = [max(1, int(round(h * s))), max(1, int(round(w * s)))]
+        image = F.resize(image, size, interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
+        mask = F.resize(mask, size, interpolation=v2.InterpolationMode.NEAREST)
+        return image, mask
+
+    def __repr__(self) -> str:
+        return f"JointRandomScale(scale={self.scale}, base_size={self.base_size})"
+
+
+class ImageToFloat:
+    """Last step: image uint8 -> float32 in [0, 1]; the mask passes unchanged."""
+
+    def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        return F.to_dtype(image, torch.float32, scale=True), mask
+
+    def __repr__(self) -> str:
+        return "ImageToFloat()"
+
+
+def _resize(size: tuple[int, int]) -> v2.Transform:
+    """Fixed (H, W) resize: bilinear antialiased image, nearest mask (v2 does masks nearest)."""
+    return v2.Resize(list(size), interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
+
+
+def _train_steps(
+    scale: tuple[float, float] | None,
+    base_size: tuple[int, int] | None,
+    crop: tuple[int, int] | None,
+    hflip: bool,
+    color_jitter: float,
+    blur: float,
+    ignore_index: int,
+) -> list[Callable]:
+    """The random steps of a training pipeline, in order (geometry first, then colour)."""
+    steps: list[Callable] = []
+    if scale is not None:
+        steps.append(JointRandomScale(scale, base_size))
+    if crop is not None:
+        fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
+        steps.append(v2.RandomCrop(list(crop), pad_if_needed=True, fill=fill))
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip(0.5))
+    if color_jitter > 0:
+        cj = float(color_jitter)
+        steps.append(v2.ColorJitter(brightness=cj, contrast=cj, saturation=cj))
+    if blur > 0:
+        steps.append(v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 2.0))], p=float(blur)))
+    return steps
+
+
+def build_transforms(
+    train: bool,
+    size: tuple[int, int] | None = None,
+    scale: tuple[float, float] | None = None,
+    crop: tuple[int, int] | None = None,
+    hflip: bool = True,
+    color_jitter: float = 0.0,
+    blur: float = 0.0,
+    ignore_index: int = 255,
+    base_size: tuple[int, int] | None = None,
+) -> JointTransform:
+    """Build a joint transform ``(image, mask) -> (image float32 [3,h,w] in 0..1, mask [h,w])``.
+
+    Args:
+        train: random augmentation when True; evaluation applies only ``size``.
+        size: (H, W) fixed resize applied first (None keeps the input size).
+        scale: random scale range (min, max) relative to ``base_size``, else to ``size``,
+            else to the input size.
+        crop: (H, W) random crop; smaller inputs are padded (image 0, mask ``ignore_index``).
+        hflip: random horizontal flip with probability 0.5.
+        color_jitter: brightness/contrast/saturation jitter strength (0 = off).
+        blur: probability of a Gaussian blur of the image (0 = off).
+        ignore_index: mask value used for padding.
+        base_size: (H, W) reference size for ``scale``.
+    """
+    steps: list[Callable] = [_resize(size)] if size is not None else []
+    if train:
+        base = base_size or size
+        steps += _train_steps(scale, base, crop, hflip, color_jitter, blur, ignore_index)
+    steps.append(ImageToFloat())
+    return v2.Compose(steps)
+

@@ -1,0 +1,226 @@
+"""The Distiller: student + frozen teacher + recorders + connectors + weighted loss terms.
+
+``Distiller(student, teacher)(images, target)`` returns
+``{"loss": total, "logits": student logits, "loss/<term>": unweighted value (detached)}``.
+Supervised training is the same object with only a cross-entropy term and no teacher.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+
+from ..errors import ConfigError
+from ..registry import CONNECTORS, LOSSES
+from . import connectors as _connectors  # noqa: F401  (registers connectors)
+from . import losses as _losses  # noqa: F401  (registers losses)
+from .freeze import freeze_bn_stats, frozen_batchnorms
+from .recorder import Recorder, get_module
+
+LOGITS = "logits"
+
+
+@dataclass
+class Term:
+    """One weighted loss term, resolved: which tensors feed which loss."""
+
+    name: str
+    loss: str
+    weight: float = 1.0
+    student: str = LOGITS
+    teacher: Optional[str] = LOGITS
+    student_hook: str = "output"
+    teacher_hook: str = "output"
+    connector: Optional[str] = "auto"
+    options: dict[str, Any] | None = None
+
+
+def _logits(out: Any) -> torch.Tensor:
+    """Models may return a tensor, a tuple (main output first) or a dict with 'out'."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, dict):
+        return out["out"]
+    return out[0]
+
+
+class Distiller(nn.Module):
+    """Holds the student (trainable), connectors and losses; the teacher is frozen, kept in eval
+    mode and is NOT a registered submodule (never in state_dict, never wrapped by DDP)."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None = None,
+                 ignore_index: int = 255, teacher_train_bn: bool = False,
+                 teacher_dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.student = student
+        self.connectors = nn.ModuleDict()
+        self.losses = nn.ModuleDict()
+        self.terms: list[Term] = []
+        self.ignore_index = ignore_index
+        self.teacher_train_bn = teacher_train_bn
+        self.teacher_dtype = teacher_dtype
+        object.__setattr__(self, "teacher", teacher)
+        if teacher is not None:
+            teacher.requires_grad_(False)
+            teacher.eval()
+        self.s_rec = Recorder(student, "student")
+        self.t_rec = Recorder(teacher, "teacher") if teacher is not None else None
+        self._frozen_bn: list[nn.Module] = []
+        self.margin_bn: dict[str, str] = {}  # term name -> teacher BatchNorm path (OFD)
+
+    # ------------------------------------------------------------------ configuration
+    def configure(self, terms: list[Term], probe: torch.Tensor) -> None:
+        """Install ``terms``: hooks, automatic connectors (channels from a probe forward), losses.
+
+        ``probe``: a small input batch ``[2, 3, H, W]`` used once to learn feature shapes.
+        """
+        self.s_rec.remove()
+        if self.t_rec is not None:
+            self.t_rec.remove()
+        for t in terms:
+            if t.teacher is not None and self.teacher is None:
+                raise ConfigError(f"term '{t.name}' ({t.loss}) needs a teacher: set `teacher:` in the config")
+            if t.student != LOGITS:
+                self.s_rec.add(t.student, t.student_hook)
+            if t.teacher not in (None, LOGITS):
+                self.t_rec.add(t.teacher, t.teacher_hook)
+        shapes = self._probe_shapes(probe)
+        for t in terms:
+            opts = dict(t.options or {})
+            if "margin_bn" in opts:  # a module path is wiring, not a loss hyperparameter
+                self.margin_bn[t.name] = opts.pop("margin_bn")
+            if t.name not in self.losses:
+                self.losses[t.name] = LOSSES.build(t.loss, **opts)
+            self._maybe_connector(t, shapes)
+            self._maybe_margin(t)
+        self.terms = list(terms)
+        active = {t.name for t in terms}
+        for name, conn in self.connectors.items():  # connectors of other stages stay frozen
+            conn.requires_grad_(name in active)
+
+    @torch.no_grad()
+    def _probe_shapes(self, probe: torch.Tensor) -> dict[tuple[str, str, str], torch.Size]:
+        was_training = self.student.training
+        self.student.eval()
+        s_out = _logits(self.student(probe))
+        shapes = {("s", k[0], k[1]): v.shape for k, v in self.s_rec.data.items()}
+        shapes[("s", LOGITS, "output")] = s_out.shape
+        if self.teacher is not None:
+            t_out = _logits(self.teacher(probe.to(next(self.teacher.parameters()).device)))
+            shapes.update({("t", k[0], k[1]): v.shape for k, v in self.t_rec.data.items()})
+            shapes[("t", LOGITS, "output")] = t_out.shape
+            if t_out.shape[1] != s_out.shape[1]:
+                raise ConfigError(f"teacher predicts {t_out.shape[1]} classes, student "
+                                  f"{s_out.shape[1]}: they must match")
+            self.t_rec.clear()
+        self.s_rec.clear()
+        self.student.train(was_training)
+        return shapes
+
+    def _maybe_connector(self, t: Term, shapes: dict) -> None:
+        if t.teacher is None or t.connector in (None, "none") or t.name in self.connectors:
+            return
+        cs = shapes[("s", t.student, t.student_hook)][1]
+        ct = shapes[("t", t.teacher, t.teacher_hook)][1]
+        if t.connector == "auto":
+            if cs == ct:
+                return
+            kind = "conv1x1_bn"
+        else:
+            kind = t.connector
+        device = next(self.student.parameters()).device
+        self.connectors[t.name] = CONNECTORS.build(kind, in_channels=cs, out_channels=ct).to(device)
+
+    def _maybe_margin(self, t: Term) -> None:
+        loss = self.losses[t.name]
+        if not hasattr(loss, "set_margin") or t.teacher in (None, LOGITS):
+            return
+        bn_path = self.margin_bn.get(t.name) or _bn_before(t.teacher, self.teacher)
+        bn = get_module(self.teacher, bn_path, "teacher")
+        from .losses import ofd_margin
+
+        loss.set_margin(ofd_margin(bn.weight, bn.bias))
+
+    # ------------------------------------------------------------------ modes
+    def train(self, mode: bool = True) -> "Distiller":
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.train(mode and self.teacher_train_bn)
+        if mode:
+            freeze_bn_stats(self._frozen_bn)
+        return self
+
+    def refresh_frozen_bn(self) -> None:
+        """Recompute which student BatchNorms are frozen (after trainable flags change)."""
+        self._frozen_bn = frozen_batchnorms(self.student)
+        self.train(self.training)
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(t.teacher is not None for t in self.terms)
+
+    # ------------------------------------------------------------------ forward
+    def _teacher_forward(self, images: torch.Tensor) -> Optional[torch.Tensor]:
+        if not self.needs_teacher:
+            return None
+        cast = (torch.autocast(images.device.type, dtype=self.teacher_dtype)
+                if self.teacher_dtype is not None else nullcontext())
+        with torch.no_grad(), cast:
+            return _logits(self.teacher(images))
+
+    def forward(self, images: torch.Tensor, target: torch.Tensor | None = None,
+                with_losses: bool = True) -> dict[str, torch.Tensor]:
+        """images ``[N,3,H,W]``, target ``[N,H,W]`` (or None on unlabeled data)."""
+        self.s_rec.clear()
+        logits = _logits(self.student(images))
+        out: dict[str, torch.Tensor] = {"logits": logits}
+        if not with_losses:
+            return out
+        t_logits = self._teacher_forward(images)
+        total = logits.new_zeros((), dtype=torch.float32)
+        for t in self.terms:
+            value = self._term_value(t, logits, t_logits, target)
+            out[f"loss/{t.name}"] = value.detach()
+            total = total + t.weight * value
+        out["loss"] = total
+        if self.t_rec is not None:
+            self.t_rec.clear()
+        return out
+
+    def _term_value(self, t: Term, logits, t_logits, target) -> torch.Tensor:
+        s = logits if t.student == LOGITS else self.s_rec.get((t.student, t.student_hook))
+        if t.name in self.connectors:
+            s = self.connectors[t.name](s)
+        if t.teacher is None:
+            tt = None
+        elif t.teacher == LOGITS:
+            tt = t_logits
+        else:
+            tt = self.t_rec.get((t.teacher, t.teacher_hook))
+        if tt is not None and tt.dtype != s.dtype and not torch.is_autocast_enabled(s.device.type):
+            tt = tt.to(s.dtype)
+        return self.losses[t.name](s, tt, target=target, ignore_index=self.ignore_index)
+
+
+def _bn_before(path: str, teacher: nn.Module) -> str:
+    """The BatchNorm whose output feeds the activation at ``path`` (``X.actN`` -> ``X.bnN``,
+    else the last BatchNorm registered before ``path`` in module order)."""
+    head, _, leaf = path.rpartition(".")
+    if leaf.startswith("act") and leaf[3:].isdigit():
+        cand = f"{head}.bn{leaf[3:]}" if head else f"bn{leaf[3:]}"
+        if cand in dict(teacher.named_modules()):
+            return cand
+    last, seen = None, False
+    for name, m in teacher.named_modules():
+        inside = name == path or name.startswith(path + ".")
+        if seen and not inside:
+            break  # past the module and its children
+        seen = seen or inside
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            last = name
+    if last is None:
+        raise ConfigError(f"no BatchNorm before teacher path '{path}' to derive the OFD margin")
+    return last

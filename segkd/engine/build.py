@@ -1,0 +1,126 @@
+"""Builders: the only place that turns config sections into objects (below: plain kwargs)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..config import Config, ModelCfg, StageCfg, TeacherCfg
+from ..distill.distiller import Distiller, Term
+from ..errors import CheckpointError, ConfigError
+from ..models import create_model
+from .checkpoint import is_segkd, load_checkpoint
+
+
+def model_spec(cfg: ModelCfg, num_classes: int) -> dict[str, Any]:
+    """How to rebuild the architecture (stored in checkpoints)."""
+    kwargs = dict(cfg.kwargs)
+    if cfg.encoder:
+        kwargs["encoder"] = cfg.encoder
+    if cfg.output_stride:
+        kwargs["output_stride"] = cfg.output_stride
+    return {"arch": cfg.arch, "kwargs": {**kwargs, "num_classes": cfg.num_classes or num_classes}}
+
+
+def apply_replacements(model: nn.Module, replacements: list[dict]) -> list[dict]:
+    """Apply cheap-conv replacements ``[{paths, block, options}]`` in order; return records."""
+    from ..models.cheap import replace_convs, resolve_paths
+
+    records = []
+    for r in replacements:
+        paths = resolve_paths(model, list(r["paths"]))
+        records += replace_convs(model, paths, r.get("block", "dwsep"), **r.get("options", {}))
+    return records
+
+
+def build_from_spec(spec: dict, replacements: list[dict] | None = None,
+                    pretrained: bool = False) -> nn.Module:
+    kwargs = dict(spec.get("kwargs", {}))
+    model = create_model(spec["arch"], pretrained=pretrained, **kwargs)
+    if replacements:
+        apply_replacements(model, replacements)
+    return model
+
+
+def load_state(model: nn.Module, state: dict, source: str) -> None:
+    """Strict load with a message listing missing / unexpected keys and shape mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"{source} does not match this architecture:"]
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+            if items:
+                parts.append(f"  {len(items)} {title} key(s): {', '.join(items[:8])}"
+                             + (" ..." if len(items) > 8 else ""))
+        raise CheckpointError("\n".join(parts))
+    model.load_state_dict(state)
+
+
+def model_from_checkpoint(path: str) -> tuple[nn.Module, dict, dict]:
+    """Rebuild a model saved by segkd (training run or import-teacher) -> (model, meta, ckpt)."""
+    ckpt = load_checkpoint(path)
+    if not is_segkd(ckpt) or "model" not in ckpt:
+        raise CheckpointError(f"{path} is not a segkd checkpoint; to use a published teacher run "
+                              "`segkd import-teacher` first, or give teacher.model + teacher.weights")
+    model = build_from_spec(ckpt["model"], ckpt.get("replacements"))
+    load_state(model, ckpt["state_dict"], str(path))
+    return model, ckpt.get("meta", {}), ckpt
+
+
+def _raw_state(path: str) -> dict:
+    """A bare or wrapped ({'state_dict'|'model': ...}) state dict; 'module.' prefixes dropped."""
+    obj = load_checkpoint(path)
+    if is_segkd(obj):
+        obj = obj["state_dict"]
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    return {k[7:] if k.startswith("module.") else k: v for k, v in obj.items()}
+
+
+def build_teacher(cfg: TeacherCfg, num_classes: int) -> tuple[nn.Module, dict]:
+    """The frozen teacher from a segkd checkpoint, or an architecture plus a weights file."""
+    if cfg.checkpoint:
+        teacher, meta, _ = model_from_checkpoint(cfg.checkpoint)
+    elif cfg.model is not None:
+        teacher = build_from_spec(model_spec(cfg.model, num_classes), pretrained=cfg.model.pretrained)
+        meta = {}
+        if cfg.weights:
+            load_state(teacher, _raw_state(cfg.weights), cfg.weights)
+    else:
+        raise ConfigError("teacher: give `checkpoint` or `model` (+ `weights`)")
+    teacher.requires_grad_(False).eval()
+    n = meta.get("num_classes")
+    if n is not None and n != num_classes:
+        raise ConfigError(f"teacher has {n} classes but the data/student have {num_classes}")
+    return teacher, meta
+
+
+def stage_terms(stage: StageCfg) -> list[Term]:
+    """Resolve a stage's term configs into Terms with unique names (loss name, then index)."""
+    terms, seen = [], set()
+    for i, t in enumerate(stage.terms):
+        name = t.name or (t.loss if t.loss not in seen else f"{t.loss}_{i}")
+        if name in seen:
+            raise ConfigError(f"stage '{stage.name}': two terms named '{name}'; set `name:`")
+        seen.add(name)
+        teacher = None if t.loss == "ce" else t.teacher
+        if stage.data == "images" and t.loss == "ce":
+            raise ConfigError(f"stage '{stage.name}' trains on images without labels: it cannot "
+                              "have a 'ce' term")
+        terms.append(Term(name=name, loss=t.loss, weight=t.weight, student=t.student,
+                          teacher=teacher, student_hook=t.student_hook,
+                          teacher_hook=t.teacher_hook, connector=t.connector, options=t.options))
+    return terms
+
+
+def build_distiller(cfg: Config, student: nn.Module, teacher: nn.Module | None,
+                    ignore_index: int) -> Distiller:
+    dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(cfg.teacher.precision) if cfg.teacher else None
+    return Distiller(student, teacher, ignore_index=ignore_index,
+                     teacher_train_bn=bool(cfg.teacher and cfg.teacher.train_bn), teacher_dtype=dtype)

@@ -1,0 +1,93 @@
+"""Checkpoint files: atomic writes, verified loads, never executing code from a file.
+
+A segkd checkpoint is a plain dict saved with ``torch.save`` and read with
+``torch.load(weights_only=True)``:
+
+    {"format": "segkd-checkpoint", "version": 1, "kind": "model" | "run",
+     "model": {"arch": ..., "kwargs": {...}},      # how to rebuild the architecture
+     "replacements": [{"paths", "block", "options"}, ...],  # cheap-conv surgery, in order
+     "state_dict": {...}, "meta": {"classes", "num_classes", "mean", "std", "ignore_index"},
+     "config": {...} (resolved config), and for kind == "run": "connectors", "optimizer",
+     "scheduler", "rng", "progress"}
+
+A sha256 of the file is written beside it (``<file>.sha256``) and checked on load.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+
+FORMAT = "segkd-checkpoint"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
+    """Write ``obj`` to ``path`` atomically: temp file in the same folder, fsync, rename.
+
+    If writing fails (disk full, permissions), the previous file at ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        digest = _sha256(Path(tmp))
+        os.replace(tmp, path)
+        side = path.with_name(path.name + ".sha256")
+        side_tmp = side.with_name(side.name + ".tmp")
+        side_tmp.write_text(digest + "\n")
+        os.replace(side_tmp, side)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise CheckpointError(f"could not write checkpoint {path}: {err.strerror or err}") from err
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
+    """Read a checkpoint safely (``weights_only=True``); verify its sha256 when present."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("last.pt", "best.pt"):
+            if (path / name).is_file():
+                path = path / name
+                break
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    side = path.with_name(path.name + ".sha256")
+    if verify and side.is_file() and side.read_text().strip() != _sha256(path):
+        raise CheckpointError(f"checkpoint {path} is corrupt (sha256 differs from {side.name})")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"refusing to load {path}: it contains objects other than tensors and plain data, "
+            f"and loading it could execute code ({str(err).splitlines()[0][:200]})") from None
+    except Exception as err:  # truncated zip, not a torch file, ...
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} is not a checkpoint (a {type(obj).__name__})")
+    return obj
+
+
+def is_segkd(obj: dict) -> bool:
+    return obj.get("format") == FORMAT

@@ -1,0 +1,161 @@
+"""Datasets and loaders for a run, built from ``DataCfg`` (the only place that reads it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+
+from ..config import DataCfg
+from ..data import build_dataset, build_transforms, select_fraction, write_file_list
+from ..data.base import SegmentationDataset
+
+
+class EvalResize:
+    """Evaluation transform: resize the IMAGE to ``size`` (H, W); the mask keeps its original
+    size, so metrics are computed at label resolution (logits are upsampled to it)."""
+
+    def __init__(self, size: Optional[tuple[int, int]]) -> None:
+        self.size = size
+
+    def __call__(self, image, mask):
+        from torchvision.transforms.v2 import functional as TF
+
+        if self.size is not None and tuple(image.shape[-2:]) != tuple(self.size):
+            image = TF.resize(image, list(self.size), antialias=True)
+        return image.float().div_(255.0) if image.dtype == torch.uint8 else image, mask
+
+
+def pad_collate(batch: list[dict], ignore_index: int = 255) -> dict[str, Any]:
+    """Stack samples, padding images (0) and masks (ignore) at the bottom/right when sizes
+    differ; ``hw`` keeps each original mask size."""
+    hs = [b["image"].shape[-2] for b in batch]
+    ws = [b["image"].shape[-1] for b in batch]
+    mh = max(b["mask"].shape[-2] for b in batch)
+    mw = max(b["mask"].shape[-1] for b in batch)
+    H, W = max(hs), max(ws)
+    images = torch.stack([F.pad(b["image"], (0, W - b["image"].shape[-1], 0, H - b["image"].shape[-2]))
+                          for b in batch])
+    masks = torch.stack([F.pad(b["mask"], (0, mw - b["mask"].shape[-1], 0, mh - b["mask"].shape[-2]),
+                               value=ignore_index) for b in batch])
+    return {"image": images, "mask": masks, "name": [b["name"] for b in batch],
+            "hw": torch.tensor([list(b["mask"].shape[-2:]) for b in batch])}
+
+
+class _Collate:
+    def __init__(self, ignore_index: int) -> None:
+        self.ignore_index = ignore_index
+
+    def __call__(self, batch):
+        return pad_collate(batch, self.ignore_index)
+
+
+@dataclass
+class DataBundle:
+    train: SegmentationDataset
+    val: Optional[SegmentationDataset]
+    test: Optional[SegmentationDataset]
+    images: Optional[SegmentationDataset]  # unlabeled set for label-free stages (or None)
+    classes: list[str]
+    ignore_index: int
+    mean: tuple
+    std: tuple
+
+
+def _dataset(cfg: DataCfg, split: str, train: bool, name: str | None = None,
+             root: str | None = None, options: dict | None = None):
+    ds = build_dataset(name or cfg.name, root=root if root is not None else cfg.root, split=split,
+                       cache=cfg.cache, **(cfg.options if options is None else options))
+    if train:
+        ds.transform = build_transforms(True, size=cfg.size, scale=cfg.scale, crop=cfg.crop,
+                                        hflip=cfg.hflip, color_jitter=cfg.color_jitter,
+                                        blur=cfg.blur, ignore_index=ds.ignore_index)
+    else:
+        ds.transform = EvalResize(cfg.size) if cfg.eval_at_label_size else build_transforms(False, size=cfg.size)
+    if cfg.mean is not None:
+        ds.mean, ds._mean_t = cfg.mean, torch.tensor(cfg.mean).view(3, 1, 1)
+    if cfg.std is not None:
+        ds.std, ds._std_t = cfg.std, torch.tensor(cfg.std).view(3, 1, 1)
+    return ds
+
+
+def build_data(cfg: DataCfg, run_dir: Path | None = None, need_images: bool = False) -> DataBundle:
+    """Build train/val/test datasets (and the unlabeled set if a stage needs one).
+
+    The training fraction is a seeded sample (``fraction_seed``); the chosen file list is
+    written to ``run_dir/train_files.txt``.
+    """
+    train = _dataset(cfg, cfg.train_split, True)
+    if cfg.fraction < 1.0:
+        idx = select_fraction(len(train), cfg.fraction, cfg.fraction_seed)
+        train = train.subset(idx)
+    if run_dir is not None:
+        write_file_list(train, range(len(train)), Path(run_dir) / "train_files.txt")
+    val = _dataset(cfg, cfg.val_split, False) if cfg.val_split else None
+    test = _dataset(cfg, cfg.test_split, False) if cfg.test_split else None
+    images = None
+    if cfg.unlabeled and need_images:
+        u = cfg.unlabeled
+        images = _dataset(cfg, u.get("split", "train"), True, name=u.get("name", "image_folder"),
+                          root=u.get("root"), options=u.get("options", {}))
+    return DataBundle(train, val, test, images, train.classes, train.ignore_index,
+                      tuple(train.mean), tuple(train.std))
+
+
+class SeededSampler(torch.utils.data.Sampler):
+    """Yields ``(index, sample_seed)``: every sample's augmentation is seeded from
+    (run seed, epoch, index), so an epoch is reproducible whatever the worker count and after
+    a resume, even with persistent workers."""
+
+    def __init__(self, base, seed: int) -> None:
+        self.base, self.seed, self.epoch = base, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if isinstance(self.base, DistributedSampler):
+            self.base.set_epoch(epoch)
+        elif isinstance(self.base, RandomSampler):
+            self.base.generator.manual_seed(self.seed * 100_003 + epoch)
+
+    def __iter__(self):
+        tag = (self.seed * 1_000_003 + self.epoch) * 1_000_033
+        return ((i, (tag + i) % (2 ** 62)) for i in self.base)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+
+class SeededDataset(torch.utils.data.Dataset):
+    """Wraps a dataset so that ``ds[(i, seed)]`` seeds torch's RNG before loading item ``i``."""
+
+    def __init__(self, ds) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, key):
+        i, seed = key if isinstance(key, tuple) else (key, None)
+        if seed is not None:
+            torch.manual_seed(seed)
+        return self.ds[i]
+
+
+def make_loader(ds, batch_size: int, train: bool, num_workers: int, seed: int,
+                world_size: int = 1, rank: int = 0, pin_memory: bool = False) -> DataLoader:
+    """A loader whose order and augmentation depend only on (seed, epoch): call
+    ``loader.sampler.set_epoch(epoch)`` before each epoch."""
+    if world_size > 1:
+        base = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=train,
+                                  seed=seed, drop_last=train)
+    else:
+        base = RandomSampler(ds, generator=torch.Generator().manual_seed(seed)) if train \
+            else SequentialSampler(ds)
+    return DataLoader(SeededDataset(ds), batch_size=batch_size, sampler=SeededSampler(base, seed),
+                      num_workers=num_workers, collate_fn=_Collate(ds.ignore_index),
+                      drop_last=train and len(base) >= batch_size, pin_memory=pin_memory,
+                      persistent_workers=num_workers > 0,
+                      prefetch_factor=4 if num_workers > 0 else None)

@@ -1,0 +1,69 @@
+"""End of a run: evaluate the selected model on each split and write summary.json."""
+from __future__ import annotations
+
+import json
+import platform
+import time
+
+import torch
+
+from ..eval.inference import InferenceSpec
+from ..models.profile import count_params
+from .build import load_state
+from .checkpoint import load_checkpoint
+from .data import _dataset, make_loader
+from .evaluate import evaluate, inference_forward
+
+
+def _split_dataset(engine, split: str):
+    cfg = engine.cfg.data
+    if split == "val":
+        return engine.data.val
+    if split == "test":
+        return engine.data.test
+    if split == "train":  # the (fraction of the) training list, without augmentation
+        ds = _dataset(cfg, cfg.train_split, False)
+        names = {p for p, _ in engine.data.train.items}
+        return ds.subset([i for i, (p, _) in enumerate(ds.items) if p in names])
+    return _dataset(cfg, split, False)
+
+
+def final_summary(engine, wall: float) -> dict:
+    """Load best.pt (if any) into the student, evaluate the configured splits, write summary."""
+    f, cfg = engine.fabric, engine.cfg
+    student = engine.distiller.student
+    best_path = engine.run_dir / "best.pt"
+    if best_path.is_file():
+        load_state(student, load_checkpoint(best_path)["state_dict"], str(best_path))
+    e = cfg.eval
+    spec = InferenceSpec(sliding_crop=e.sliding.crop if e.sliding else None,
+                         overlap=e.sliding.overlap if e.sliding else 1 / 3, flip=e.flip, scales=e.scales)
+    student.eval()
+    splits = {}
+    for split in e.splits:
+        ds = _split_dataset(engine, split)
+        if ds is None:
+            continue
+        loader = make_loader(ds, cfg.data.eval_batch_size or cfg.data.batch_size, False, 0,
+                             cfg.seed, f.world_size, f.global_rank)
+        with f.autocast():
+            m = evaluate(inference_forward(student, spec), loader, engine.meta["num_classes"],
+                         engine.meta["ignore_index"], f.device, cfg.trainer.channels_last,
+                         per_image=e.per_image_iou,
+                         reduce=(lambda t: f.all_reduce(t, reduce_op="sum")) if f.world_size > 1 else None)
+        splits[split] = m
+    p = engine.progress
+    summary = {
+        "name": cfg.name, "seed": cfg.seed, "model": engine.spec, "classes": engine.meta["classes"],
+        "teacher": cfg.teacher.checkpoint if cfg.teacher else None,
+        "fraction": cfg.data.fraction, "params": count_params(student),
+        "replacements": engine.replacements, "splits": splits,
+        "selected": {"metric": cfg.stages[-1].select.metric, "value": p["best"], "epoch": p["best_epoch"]},
+        "wall_time_s": round(wall, 2), "train_time_s": round(p["train_time"], 2),
+        "train_images_per_s": round(p["images"] / max(p["train_time"], 1e-9), 2),
+        "device": f.device.type, "world_size": f.world_size, "torch": torch.__version__,
+        "host": platform.node(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    if f.is_global_zero:
+        (engine.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

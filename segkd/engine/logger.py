@@ -1,0 +1,73 @@
+"""Run logging: metrics.jsonl, TensorBoard events and a rich progress bar (or quiet lines)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+
+
+class RunLogger:
+    """Writes scalars to ``metrics.jsonl`` and TensorBoard; only on the main process."""
+
+    def __init__(self, run_dir: Path | None, enabled: bool, progress: bool) -> None:
+        self.enabled = enabled and run_dir is not None
+        self.progress_enabled = progress and enabled
+        self._tb = None
+        self._jsonl = None
+        if self.enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(Path(run_dir) / "tb"))
+            self._jsonl = open(Path(run_dir) / "metrics.jsonl", "a")
+        self._progress: Progress | None = None
+        self._task = None
+
+    def log(self, scalars: dict[str, float], step: int, **context: Any) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, "time": round(time.time(), 3), **context, **scalars}
+        self._jsonl.write(json.dumps(row) + "\n")
+        self._jsonl.flush()
+        for k, v in scalars.items():
+            if isinstance(v, (int, float)):
+                self._tb.add_scalar(k, v, step)
+
+    def info(self, msg: str) -> None:
+        if self.enabled or self.progress_enabled:
+            console.print(msg)
+
+    # ------------------------------------------------------------------ progress
+    def start_epoch(self, title: str, total: int) -> None:
+        if not self.progress_enabled:
+            return
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=console,
+            transient=False)
+        self._progress.start()
+        self._task = self._progress.add_task(title, total=total, status="")
+
+    def advance(self, status: str | None = None) -> None:
+        if self._progress is not None:
+            if status is None:
+                self._progress.advance(self._task)
+            else:
+                self._progress.update(self._task, advance=1, status=status)
+
+    def end_epoch(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def close(self) -> None:
+        self.end_epoch()
+        if self._tb is not None:
+            self._tb.close()
+        if self._jsonl is not None:
+            self._jsonl.close()

@@ -1,0 +1,254 @@
+"""The engine: one loop for every recipe. A run is a list of stages; each stage installs its
+terms, trainable parts and replacements on the Distiller, gets a fresh optimiser and schedule,
+and trains for its epochs. The engine never branches on a method name."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from ..config import Config, StageCfg, dump_config
+from ..distill.freeze import set_trainable
+from ..errors import ConfigError, SegkdError
+from .build import (apply_replacements, build_distiller, build_from_spec, build_teacher,
+                    load_state, model_from_checkpoint, model_spec, stage_terms)
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import build_data, make_loader
+from .evaluate import evaluate
+from .fabric import make_fabric
+from .logger import RunLogger
+from .optim import build_optimizer, build_scheduler
+from .state import model_checkpoint, rng_state, seed_all, set_rng_state
+
+
+class NonFiniteLoss(SegkdError):
+    """Training produced NaN/Inf; the message names the step and the term(s)."""
+
+
+class Engine:
+    """Runs a Config in ``run_dir`` (``resume=True`` continues from ``run_dir/last.pt``)."""
+
+    def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False) -> None:
+        self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+        self.fabric = make_fabric(cfg.trainer)
+        self.replacements: list[dict] = []
+        self.progress = {"stage": 0, "epoch": 0, "step": 0, "best": None, "best_epoch": None,
+                         "replaced_upto": 0, "images": 0, "train_time": 0.0}
+        self.history: list[dict] = []
+
+    # ================================================================== setup
+    def _setup(self) -> Optional[dict]:
+        f, cfg = self.fabric, self.cfg
+        f.launch()
+        if cfg.trainer.threads:
+            torch.set_num_threads(cfg.trainer.threads)
+        seed_all(cfg.seed)
+        if f.is_global_zero:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+        f.barrier()
+        need_images = any(s.data == "images" for s in cfg.stages)
+        self.data = build_data(cfg.data, self.run_dir if f.is_global_zero else None, need_images)
+        n_cls = self.data.train.num_classes
+        if cfg.model.num_classes and cfg.model.num_classes != n_cls:
+            raise ConfigError(f"model.num_classes = {cfg.model.num_classes} but dataset "
+                              f"'{cfg.data.name}' has {n_cls} classes")
+        self.spec = model_spec(cfg.model, n_cls)
+        student = build_from_spec(self.spec, pretrained=cfg.model.pretrained)
+        if cfg.model.init_from:
+            load_state(student, model_from_checkpoint(cfg.model.init_from)[0].state_dict(),
+                       cfg.model.init_from)
+        teacher = build_teacher(cfg.teacher, n_cls)[0] if cfg.teacher else None
+        ckpt = self._load_resume(student) if self.resume else None
+        if self.fabric.world_size > 1 and cfg.trainer.sync_bn and self.fabric.device.type == "cuda":
+            student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
+        self.meta = {"classes": self.data.classes, "num_classes": n_cls, "mean": list(self.data.mean),
+                     "std": list(self.data.std), "ignore_index": self.data.ignore_index}
+        self.distiller = build_distiller(cfg, student, teacher, self.data.ignore_index)
+        fmt = torch.channels_last if cfg.trainer.channels_last else torch.preserve_format
+        self.distiller.to(f.device, memory_format=fmt)
+        if teacher is not None:
+            teacher.to(f.device, memory_format=fmt)
+        if cfg.trainer.compile:
+            student.compile()
+        self.logger = RunLogger(self.run_dir, f.is_global_zero, cfg.trainer.progress)
+        return ckpt
+
+    def _load_resume(self, student: torch.nn.Module) -> dict:
+        ckpt = load_checkpoint(self.run_dir / "last.pt")
+        self.replacements = list(ckpt.get("replacements", []))
+        if self.replacements:
+            apply_replacements(student, self.replacements)
+        load_state(student, ckpt["state_dict"], str(self.run_dir / "last.pt"))
+        self.progress.update(ckpt["progress"])
+        self.history = list(ckpt.get("history", []))
+        return ckpt
+
+    def _probe(self) -> torch.Tensor:
+        h, w = self.cfg.data.crop or self.cfg.data.size or (64, 64)
+        return torch.zeros(2, 3, min(h, 128), min(w, 128), device=self.fabric.device)
+
+    def _setup_stage(self, si: int, stage: StageCfg):
+        d = self.distiller
+        if stage.replace and si >= self.progress["replaced_upto"]:
+            for r in stage.replace:
+                recs = apply_replacements(d.student, [r.model_dump()])
+                self.replacements.append({"paths": [x["path"] for x in recs], "block": r.block,
+                                          "options": r.options})
+            d.student.to(self.fabric.device)
+            self.progress["replaced_upto"] = si + 1
+        set_trainable(d.student, stage.trainable, stage.frozen)
+        d.configure(stage_terms(stage), self._probe())
+        d.refresh_frozen_bn()
+        opt = build_optimizer(d, stage.optimizer)
+        module, opt = self.fabric.setup(d, opt, move_to_device=True)
+        return module, opt
+
+    # ================================================================== run
+    def run(self) -> dict:
+        ckpt = self._setup()
+        t0 = time.time()
+        try:
+            for si, stage in enumerate(self.cfg.stages):
+                if si < self.progress["stage"]:
+                    continue
+                self._run_stage(si, stage, ckpt if si == self.progress["stage"] else None)
+                ckpt = None
+            summary = self._finish(time.time() - t0)
+        finally:
+            self.logger.close()
+        return summary
+
+    def _loaders(self, stage: StageCfg):
+        cfg, f = self.cfg, self.fabric
+        ds = self.data.images if stage.data == "images" and self.data.images is not None else self.data.train
+        pin = f.device.type == "cuda"
+        train = make_loader(ds, cfg.data.batch_size, True, cfg.data.num_workers, cfg.seed,
+                            f.world_size, f.global_rank, pin)
+        val = None
+        if self.data.val is not None:
+            val = make_loader(self.data.val, cfg.data.eval_batch_size or cfg.data.batch_size, False,
+                              cfg.data.num_workers, cfg.seed, f.world_size, f.global_rank, pin)
+        return train, val
+
+    def _run_stage(self, si: int, stage: StageCfg, ckpt: Optional[dict]) -> None:
+        module, opt = self._setup_stage(si, stage)
+        train_loader, val_loader = self._loaders(stage)
+        iters = stage.iters_per_epoch or len(train_loader)
+        if iters == 0:
+            raise ConfigError(f"stage '{stage.name}': the training set has fewer images than one batch")
+        steps = stage.epochs * -(-iters // self.cfg.trainer.grad_accum)
+        sched, when = build_scheduler(opt, stage.schedule, steps, stage.optimizer.lr)
+        start = 0
+        if ckpt is not None and ckpt["progress"]["stage"] == si:
+            opt.load_state_dict(ckpt["optimizer"])
+            if sched is not None and ckpt.get("scheduler"):
+                sched.load_state_dict(ckpt["scheduler"])
+            if ckpt.get("connectors"):
+                self.distiller.connectors.load_state_dict(ckpt["connectors"], strict=False)
+            set_rng_state(ckpt["rng"])
+            start = ckpt["progress"]["epoch"]
+        else:
+            self.progress.update(stage=si, epoch=0, best=None, best_epoch=None)
+        for epoch in range(start, stage.epochs):
+            self._epoch(si, stage, epoch, module, opt, sched, when, train_loader, iters, val_loader)
+        if stage.select.restore_best and (self.run_dir / "best.pt").is_file():
+            best = load_checkpoint(self.run_dir / "best.pt")
+            load_state(self.distiller.student, best["state_dict"], "best.pt")
+        self.progress.update(stage=si + 1, epoch=0)
+
+    # ================================================================== one epoch
+    def _epoch(self, si, stage, epoch, module, opt, sched, when, loader, iters, val_loader) -> None:
+        from .train import train_epoch
+
+        f, cfg = self.fabric, self.cfg
+        seed_all(cfg.seed * 1_000_003 + si * 10_007 + epoch)
+        loader.sampler.set_epoch(si * 100_000 + epoch)
+        title = f"{stage.name} {epoch + 1}/{stage.epochs}"
+        t = time.time()
+        stats = train_epoch(f, module, opt, sched if when == "iter" else None, loader, iters,
+                            labeled=stage.data == "labeled", accum=cfg.trainer.grad_accum,
+                            grad_clip=cfg.trainer.grad_clip, channels_last=cfg.trainer.channels_last,
+                            log_every=cfg.trainer.log_every, logger=self.logger, title=title,
+                            step0=self.progress["step"], where=f"stage '{stage.name}' epoch {epoch + 1}")
+        dt = time.time() - t
+        self.progress["step"] += stats["steps"]
+        self.progress["images"] += stats["images"] * f.world_size
+        self.progress["train_time"] += dt
+        if sched is not None and when == "plateau":
+            sched.step(stats["loss"])
+        elif sched is not None and when == "epoch":
+            sched.step()
+        row = {f"train/{k}": v for k, v in stats.items() if k.startswith("loss")}
+        row.update({"lr": opt.param_groups[0]["lr"], "train/images_per_s": stats["images"] * f.world_size / dt})
+        last = epoch + 1 == stage.epochs
+        if val_loader is not None and ((epoch + 1) % stage.val_every == 0 or last):
+            row.update(self._validate(stage, val_loader))
+            self._select(si, stage, epoch, row)
+        self.progress["epoch"] = epoch + 1
+        self.history.append({"stage": si, "epoch": epoch + 1, **{k: v for k, v in row.items()
+                                                                   if not isinstance(v, list)}})
+        self.logger.log({k: v for k, v in row.items() if not isinstance(v, list)},
+                        self.progress["step"], stage=stage.name, epoch=epoch + 1)
+        self.logger.info(_epoch_line(title, row))
+        self._save_last(opt, sched)
+
+    def _validate(self, stage: StageCfg, loader) -> dict:
+        d, f = self.distiller, self.fabric
+        with_losses = stage.select.metric.startswith("val/loss")
+        d.eval()
+        def fwd(images, mask):
+            with f.autocast():
+                return d(images, mask, with_losses=with_losses)
+        m = evaluate(fwd, loader, self.meta["num_classes"], self.meta["ignore_index"], f.device,
+                     self.cfg.trainer.channels_last, per_image=False,
+                     reduce=(lambda t: f.all_reduce(t, reduce_op="sum")) if f.world_size > 1 else None)
+        d.train()
+        out = {"val/mIoU": m["mIoU"], "val/pixel_acc": m["pixel_acc"],
+               "val/per_class_iou": m["per_class_iou"]}
+        out.update({f"val/{k}": v for k, v in m.items() if k.startswith("loss")})
+        return out
+
+    def _select(self, si: int, stage: StageCfg, epoch: int, row: dict) -> None:
+        key = stage.select.metric
+        if key not in row:
+            known = [k for k in row if k.startswith("val/")]
+            raise ConfigError(f"stage '{stage.name}': select.metric '{key}' is not measured; "
+                              f"available: {', '.join(known)}")
+        value, best = row[key], self.progress["best"]
+        better = best is None or (value > best if stage.select.mode == "max" else value < best)
+        if better:
+            self.progress.update(best=value, best_epoch=epoch + 1)
+            if self.fabric.is_global_zero:
+                save_checkpoint(self._model_ckpt({"selected": {"stage": stage.name, "metric": key,
+                                                               "value": value, "epoch": epoch + 1}}),
+                                self.run_dir / "best.pt")
+        self.fabric.barrier()
+
+    # ================================================================== checkpoints
+    def _model_ckpt(self, extra: dict | None = None) -> dict:
+        return model_checkpoint(self.distiller.student, self.spec, self.replacements, self.meta,
+                                self.cfg.model_dump(mode="json"), extra)
+
+    def _save_last(self, opt, sched) -> None:
+        if self.fabric.is_global_zero:
+            ck = self._model_ckpt()
+            ck.update(kind="run", optimizer=opt.state_dict(),
+                      scheduler=sched.state_dict() if sched is not None else None,
+                      connectors={k: v.cpu() for k, v in self.distiller.connectors.state_dict().items()},
+                      rng=rng_state(), progress=dict(self.progress), history=self.history)
+            save_checkpoint(ck, self.run_dir / "last.pt")
+        self.fabric.barrier()
+
+    # ================================================================== final evaluation
+    def _finish(self, wall: float) -> dict:
+        from .final import final_summary
+
+        return final_summary(self, wall)
+
+
+def _epoch_line(title: str, row: dict[str, Any]) -> str:
+    keys = [k for k in row if not isinstance(row[k], list)]
+    return f"[cyan]{title}[/cyan] " + "  ".join(f"{k}={row[k]:.4g}" for k in keys)

@@ -1,0 +1,73 @@
+"""One training epoch: the hot loop. No host synchronisation except at log points."""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import torch
+
+
+def _batches(loader, iters: int):
+    """``iters`` batches, restarting the loader when it is exhausted (endless epochs)."""
+    n = 0
+    while n < iters:
+        for batch in loader:
+            yield batch
+            n += 1
+            if n >= iters:
+                return
+
+
+def _check_finite(out: dict, where: str, i: int) -> None:
+    if bool(torch.isfinite(out["loss"])):
+        return
+    from .loop import NonFiniteLoss
+
+    bad = [k[5:] for k, v in out.items() if k.startswith("loss/") and not bool(torch.isfinite(v))]
+    raise NonFiniteLoss(f"loss became non-finite at {where}, iteration {i + 1}: "
+                        f"term(s) {', '.join(bad) or 'total'}. The last good checkpoint is "
+                        "last.pt in the run directory; lower the learning rate or a term weight.")
+
+
+def train_epoch(fabric, module, opt, sched, loader, iters: int, *, labeled: bool, accum: int,
+                grad_clip: Optional[float], channels_last: bool, log_every: int, logger,
+                title: str, step0: int, where: str) -> dict:
+    """Train ``iters`` iterations; return mean losses, optimiser steps and images seen."""
+    module.train()
+    device = fabric.device
+    sums: dict[str, torch.Tensor] = {}
+    steps, images, t0 = 0, 0, time.time()
+    check_every = 1 if device.type == "cpu" else log_every  # CPU: checking costs nothing
+    logger.start_epoch(title, iters)
+    for i, batch in enumerate(_batches(loader, iters)):
+        x = batch["image"].to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = batch["mask"].to(device, non_blocking=True) if labeled else None
+        boundary = (i + 1) % accum == 0 or i + 1 == iters
+        with fabric.no_backward_sync(module, enabled=not boundary):
+            out = module(x, y)
+            fabric.backward(out["loss"] / accum)
+        if boundary:
+            if grad_clip:
+                fabric.clip_gradients(module, opt, max_norm=grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if sched is not None:
+                sched.step()
+            steps += 1
+        for k, v in out.items():
+            if k.startswith("loss"):
+                sums[k] = sums.get(k, 0) + v.detach()
+        images += x.shape[0]
+        if (i + 1) % check_every == 0 or i + 1 == iters:
+            _check_finite(out, where, i)
+        status = None
+        if (i + 1) % log_every == 0:
+            status = f"loss {float(sums['loss']) / (i + 1):.4f}  {images / (time.time() - t0):.1f} img/s"
+            logger.log({"train/loss_step": float(out["loss"]), "lr": opt.param_groups[0]["lr"]},
+                       step0 + steps)
+        logger.advance(status)
+    logger.end_epoch()
+    stats = {k: float(v) / iters for k, v in sums.items()}
+    return {**stats, "steps": steps, "images": images}

@@ -1,0 +1,8 @@
+"""Model factory: segmentation-models-pytorch decoders over timm encoders, plus segkd's own
+architectures (imported teachers) registered in ``MODELS``."""
+from __future__ import annotations
+
+from .encoders import KD_RESNET_LAYERS
+from .factory import ARCHS, create_model, list_encoders, list_models
+
+__all__ = ["ARCHS", "KD_RESNET_LAYERS", "create_model", "list_encoders", "list_models"]

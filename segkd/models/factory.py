@@ -1,0 +1,87 @@
+"""``create_model``: one entry point for every architecture segkd trains or distills."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch.nn as nn
+
+from ..errors import ConfigError
+from ..registry import ENCODERS, MODELS, suggest
+from . import encoders as _encoders  # noqa: F401  (registers kd_resnet*)
+
+# smp architecture names segkd exposes (the smp class is looked up by name).
+ARCHS: dict[str, str] = {
+    "unet": "Unet",
+    "unetplusplus": "UnetPlusPlus",
+    "fpn": "FPN",
+    "pspnet": "PSPNet",
+    "deeplabv3": "DeepLabV3",
+    "deeplabv3plus": "DeepLabV3Plus",
+    "linknet": "Linknet",
+    "manet": "MAnet",
+    "pan": "PAN",
+}
+_OPTIONAL = ("segkd.models.teachers",)  # modules registering extra MODELS, imported lazily
+
+
+def _load_extra_models() -> None:
+    for mod in _OPTIONAL:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as err:  # optional part not present
+            if err.name != mod:
+                raise
+
+
+def _timm_name(encoder: str) -> str:
+    import timm
+
+    name = encoder[3:] if encoder.startswith("tu-") else encoder
+    if name not in timm.list_models(name.split(".")[0]) and name.split(".")[0] not in timm.list_models():
+        known = timm.list_models("*resnet*") + ENCODERS.names() + ["mobilenetv2_100"]
+        raise ConfigError(f"unknown encoder '{encoder}'.{suggest(name, known)} "
+                          "See `segkd list encoders`.")
+    return name
+
+
+def create_model(arch: str, encoder: str | None = None, num_classes: int = 21,
+                 pretrained: bool = False, output_stride: int | None = None,
+                 **kwargs: Any) -> nn.Module:
+    """Build a segmentation network returning logits ``[N, num_classes, H, W]``.
+
+    ``arch`` is an smp decoder name (``unet``, ``deeplabv3plus``, ...) with a timm ``encoder``
+    (any timm name, or a segkd-registered one such as ``kd_resnet20``), or a segkd-registered
+    architecture (``MODELS``, e.g. an imported teacher) which receives the other arguments.
+    ``output_stride`` (8 or 16) applies to deeplabv3/deeplabv3plus.
+    """
+    _load_extra_models()
+    if arch in MODELS:
+        extra = {"output_stride": output_stride} if output_stride else {}
+        return MODELS.build(arch, num_classes=num_classes, **extra, **kwargs)
+    if arch not in ARCHS:
+        known = sorted(ARCHS) + MODELS.names()
+        raise ConfigError(f"unknown model arch '{arch}'.{suggest(arch, known)} "
+                          f"Known: {', '.join(known)}")
+    if not encoder:
+        raise ConfigError(f"model.encoder is required for arch '{arch}'")
+    import segmentation_models_pytorch as smp
+
+    cls = getattr(smp, ARCHS[arch])
+    if output_stride is not None:
+        if arch not in ("deeplabv3", "deeplabv3plus"):
+            raise ConfigError(f"output_stride applies to deeplabv3/deeplabv3plus, not '{arch}'")
+        kwargs["encoder_output_stride"] = output_stride
+    return cls(encoder_name="tu-" + _timm_name(encoder), encoder_weights="imagenet" if pretrained else None,
+               classes=num_classes, **kwargs)
+
+
+def list_models() -> list[str]:
+    _load_extra_models()
+    return sorted(ARCHS) + MODELS.names()
+
+
+def list_encoders(pattern: str = "*") -> list[str]:
+    import timm
+
+    return ENCODERS.names() + timm.list_models(pattern)
