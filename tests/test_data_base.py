@@ -92,14 +92,17 @@ def test_palette_maps_colours_and_rejects_unknown(tmp_path):
         _ds([(_img(tmp_path / "a.png"), tmp_path / "c.png")], palette=palette)[0]
 
 
-def test_palette_png_reads_indices(tmp_path):
+def _check_palette_png(tmp_path):
     arr = np.array([[0, 1, 2, 255]] * 6, np.uint8).repeat(2, axis=1)
     im = Image.fromarray(arr, mode="P")
     im.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [224, 224, 192] * 253)
     im.save(tmp_path / "p.png")
     ds = _ds([(_img(tmp_path / "a.png"), tmp_path / "p.png")])
     assert torch.equal(ds[0]["mask"], torch.from_numpy(arr).long())
-    return ds, arr
+
+
+def test_palette_png_reads_indices(tmp_path):
+    _check_palette_png(tmp_path)
 
 
 def test_palette_png_falls_back_to_pil_when_decoder_expands(tmp_path, monkeypatch):
@@ -112,7 +115,7 @@ def test_palette_png_falls_back_to_pil_when_decoder_expands(tmp_path, monkeypatc
         return out.expand(3, -1, -1).clone() if out.shape[0] == 1 else out
 
     monkeypatch.setattr(base, "decode_image", expanding)
-    test_palette_png_reads_indices(tmp_path)
+    _check_palette_png(tmp_path)
 
 
 def test_lut_maps_and_unmapped_become_ignore(tmp_path):

@@ -89,7 +89,9 @@ def folder(
     """
     root = require_dir(root, "dataset root")
     items, img_dir = _folder_items(root, split)
-    lut = None if value_map is None else build_lut({int(k): int(v) for k, v in value_map.items()}, ignore_index)
+    lut = None
+    if value_map is not None:
+        lut = build_lut({int(k): int(v) for k, v in value_map.items()}, ignore_index)
     return SegmentationDataset(
         items=items, classes=_class_names(root, classes, num_classes), ignore_index=ignore_index,
         mean=mean, std=std, transform=transform, lut=lut, palette=palette,

@@ -37,7 +37,8 @@ def write_file_list(dataset, indices: Sequence[int], path: str | Path) -> Path:
 def read_file_list(dataset, path: str | Path) -> list[int]:
     """Indices of the file names listed in ``path`` (inverse of write_file_list)."""
     index = {Path(img).name: i for i, (img, _) in enumerate(dataset.items)}
-    names = [n.strip() for n in require_file(path, "file list").read_text(encoding="utf-8").splitlines() if n.strip()]
+    text = require_file(path, "file list").read_text(encoding="utf-8")
+    names = [n.strip() for n in text.splitlines() if n.strip()]
     missing = [n for n in names if n not in index]
     if missing:
         raise DataError(f"{path} lists files not in the dataset: {missing[:5]}")
