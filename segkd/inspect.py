@@ -1,0 +1,97 @@
+"""``segkd info`` and ``segkd list``: what a model is, what is registered."""
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Optional
+
+import torch
+from rich.table import Table
+
+from .errors import SegkdError
+from .registry import CONNECTORS, DATASETS, LOSSES
+
+
+def list_names(what: str, pattern: str = "*") -> list[str]:
+    """Registered names of one kind, filtered by a glob."""
+    import segkd.data  # noqa: F401  (registers datasets)
+    import segkd.distill.distiller  # noqa: F401  (registers losses, connectors)
+    from .models import list_encoders, list_models
+
+    kinds = {"models": list_models, "encoders": lambda: list_encoders(pattern),
+             "datasets": DATASETS.names, "losses": LOSSES.names, "connectors": CONNECTORS.names}
+    if what not in kinds:
+        raise SegkdError(f"unknown kind '{what}': one of {', '.join(kinds)}")
+    return [n for n in kinds[what]() if fnmatchcase(n, pattern)]
+
+
+def load_any_model(target: str, classes: int = 21) -> tuple[torch.nn.Module, str]:
+    """A model from a checkpoint (.pt), a config (.yaml) or ``arch:encoder``."""
+    from .engine.build import build_from_spec, model_from_checkpoint, model_spec
+
+    p = Path(target)
+    if p.suffix in (".pt", ".pth", ".tar") or p.is_dir():
+        return model_from_checkpoint(target)[0], f"checkpoint {target}"
+    if p.suffix in (".yaml", ".yml"):
+        from .config import load_config
+
+        cfg = load_config(target)
+        n = cfg.model.num_classes or _dataset_classes(cfg) or classes
+        return build_from_spec(model_spec(cfg.model, n)), f"{cfg.model.arch} / {cfg.model.encoder}"
+    arch, _, encoder = target.partition(":")
+    return build_from_spec({"arch": arch, "kwargs": {"encoder": encoder or None, "num_classes": classes}
+                            if encoder else {"num_classes": classes}}), target
+
+
+def _dataset_classes(cfg) -> Optional[int]:
+    """The dataset's class count, when the dataset can be opened cheaply."""
+    try:
+        from .data import build_dataset
+
+        return build_dataset(cfg.data.name, root=cfg.data.root, split=cfg.data.train_split,
+                             **cfg.data.options).num_classes
+    except Exception:
+        return None
+
+
+def paths_table(model: torch.nn.Module) -> Table:
+    t = Table(title="module paths (for hooks, trainable globs, replacements)")
+    for col in ("path", "type", "params"):
+        t.add_column(col)
+    for name, m in model.named_modules():
+        if name:
+            n = sum(p.numel() for p in m.parameters(recurse=True))
+            t.add_row(name, type(m).__name__, f"{n:,}")
+    return t
+
+
+def info_command(target: str, size, classes: int, paths: bool, latency: bool,
+                 compare: list[str], console) -> None:
+    from .models.profile import count_flops, count_params, measure_latency
+
+    if compare:
+        from .export import compare_models
+
+        if len(compare) != 2:
+            raise SegkdError("--compare takes TEACHER and STUDENT: --compare T --compare S")
+        rows = compare_models(compare[0], compare[1], size=size or (512, 512))
+        t = Table(title=f"teacher vs student at {size}")
+        for k in rows[0]:
+            t.add_column(k)
+        for r in rows:
+            t.add_row(*[f"{v:,.4g}" if isinstance(v, float) else str(v) for v in r.values()])
+        console.print(t)
+        return
+    model, what = load_any_model(target, classes)
+    size = size or (512, 512)
+    t = Table(title=what)
+    t.add_column("quantity")
+    t.add_column("value")
+    t.add_row("parameters", f"{count_params(model):,}")
+    t.add_row(f"GFLOPs at {size[0]}x{size[1]} (2 x MACs)", f"{count_flops(model, size) / 1e9:.2f}")
+    if latency:
+        lat = measure_latency(model, size)
+        t.add_row("CPU latency, batch 1 (ms)", f"{lat['mean_ms']:.1f} ± {lat['std_ms']:.1f}")
+    console.print(t)
+    if paths:
+        console.print(paths_table(model))

@@ -1,0 +1,344 @@
+"""Runs -> tables (mean ± std over seeds), per-class IoU and a size-vs-mIoU plot.
+
+A run is a directory holding ``summary.json`` (written by the engine at the end of a run), with
+``config.yaml`` and, for runs made by ``segkd study``, ``study.json`` ({method, encoder, fraction,
+seed}) beside it. Runs are grouped by (model, method, fraction); each group becomes one row with
+Train / Val / Test mean ± std over its seeds, as in kdsemseg's tables.
+
+Two IoUs exist: the standard dataset-level mIoU (one confusion matrix per split, the default) and
+kdsemseg's per-image IoU (``per_image=True``), which is only comparable to that seed's numbers.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from .errors import SegkdError
+
+SPLITS = ("train", "val", "test")
+DASH = "—"
+_SEED_SUFFIX = re.compile(r"[-_.](s|seed)\d+$")
+
+
+# ------------------------------------------------------------------------- single-run tables
+def _fmt(value: Any, digits: int = 4) -> str:
+    """A number as text; None / NaN / missing -> an em dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return DASH
+    return f"{value:.{digits}f}"
+
+
+def summary_table(summary: dict) -> Table:
+    """One row per evaluated split: mIoU, pixel acc, mean acc, per-image IoU (for ``segkd train``)."""
+    params = summary.get("params")
+    title = f"{summary.get('name', 'run')} (seed {summary.get('seed', '?')})"
+    if params:
+        title += f" | {params / 1e6:.2f}M params"
+    if summary.get("wall_time_s") is not None:
+        title += f" | {summary['wall_time_s']:.1f} s"
+    table = Table(title=title)
+    for col in ("split", "mIoU", "pixel acc", "mean acc", "per-image IoU (kdsemseg)"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for split, m in summary.get("splits", {}).items():
+        table.add_row(split, _fmt(m.get("mIoU")), _fmt(m.get("pixel_acc")), _fmt(m.get("mean_acc")),
+                      _fmt(m.get("per_image_iou")))
+    return table
+
+
+def metrics_table(metrics: dict, classes: list[str]) -> Table:
+    """Per-class IoU then the summary metrics (for ``segkd eval``); absent classes show a dash."""
+    table = Table(title="evaluation")
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    for i, iou in enumerate(metrics.get("per_class_iou", [])):
+        table.add_row(classes[i] if i < len(classes) else f"class {i}", _fmt(iou))
+    table.add_section()
+    for key, label in (("mIoU", "mIoU"), ("pixel_acc", "pixel acc"), ("mean_acc", "mean acc"),
+                       ("per_image_iou", "per-image IoU (kdsemseg)")):
+        if key in metrics:
+            table.add_row(f"[bold]{label}[/bold]", _fmt(metrics[key]))
+    return table
+
+
+# ------------------------------------------------------------------------------ loading runs
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SegkdError(f"cannot read {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise SegkdError(f"{path}: expected a JSON object")
+    return data
+
+
+def _read_config(path: Path) -> Optional[dict]:
+    if not path.is_file():
+        return None
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        return None  # a config we cannot read only costs us nothing: grouping uses summary.json
+
+
+def load_runs(paths: Iterable[str | Path]) -> list[dict]:
+    """Find runs under ``paths`` (run directories or parents searched recursively).
+
+    Returns ``[{"dir", "summary", "config", "study"}]`` sorted by directory; ``config`` is the
+    parsed config.yaml and ``study`` the parsed study.json, or None when absent.
+    """
+    found: dict[Path, None] = {}
+    for p in map(Path, paths):
+        if not p.exists():
+            raise SegkdError(f"no such run directory: {p}")
+        hits = [p] if p.is_file() and p.name == "summary.json" else sorted(p.rglob("summary.json"))
+        found.update((h.resolve(), None) for h in hits)
+    if not found:
+        raise SegkdError(f"no summary.json found under: {', '.join(map(str, paths))}")
+    runs = []
+    for s in sorted(found):
+        study = s.parent / "study.json"
+        runs.append({"dir": str(s.parent), "summary": _read_json(s),
+                     "config": _read_config(s.parent / "config.yaml"),
+                     "study": _read_json(study) if study.is_file() else None})
+    return runs
+
+
+# ---------------------------------------------------------------------------------- grouping
+def model_label(summary: dict) -> str:
+    """``<arch>-<encoder>`` from the summary's model spec (just the arch without an encoder)."""
+    model = summary.get("model") or {}
+    enc = (model.get("kwargs") or {}).get("encoder")
+    arch = model.get("arch", "model")
+    return f"{arch}-{enc}" if enc else str(arch)
+
+
+def method_label(run: dict) -> str:
+    """study.json's method, else a top-level ``method`` in summary, else the name minus ``-s<seed>``."""
+    if run.get("study") and run["study"].get("method"):
+        return str(run["study"]["method"])
+    summary = run["summary"]
+    if summary.get("method"):
+        return str(summary["method"])
+    return _SEED_SUFFIX.sub("", str(summary.get("name", "run"))) or "run"
+
+
+def group_key(run: dict) -> tuple[str, str, float]:
+    """(model, method, fraction) of a run."""
+    s = run["summary"]
+    frac = (run.get("study") or {}).get("fraction", s.get("fraction", 1.0))
+    return model_label(s), method_label(run), float(frac)
+
+
+def _newest_per_seed(runs: list[dict]) -> list[dict]:
+    """One run per seed (the most recently finished) so a re-run never counts twice."""
+    by_seed: dict[Any, dict] = {}
+    for r in sorted(runs, key=lambda r: str(r["summary"].get("finished", ""))):
+        by_seed[r["summary"].get("seed", r["dir"])] = r
+    return list(by_seed.values())
+
+
+def group_runs(runs: list[dict]) -> dict[tuple[str, str, float], list[dict]]:
+    groups: dict[tuple[str, str, float], list[dict]] = {}
+    for r in runs:
+        groups.setdefault(group_key(r), []).append(r)
+    return {k: _newest_per_seed(v) for k, v in groups.items()}
+
+
+# ------------------------------------------------------------------------------- aggregation
+def _split_value(summary: dict, split: str, metric: str) -> Optional[float]:
+    value = (summary.get("splits") or {}).get(split, {}).get(metric)
+    return None if value is None else float(value)
+
+
+def _mean_std(values: list[float], ddof: int) -> Optional[tuple[float, float]]:
+    """(mean, std) with ``ddof`` (0 = population, as kdsemseg's np.std); None when empty."""
+    if not values:
+        return None
+    arr = np.asarray(values, dtype=np.float64)
+    std = float(arr.std(ddof=ddof)) if arr.size > ddof else float("nan")
+    return float(arr.mean()), std
+
+
+def aggregate(runs: list[dict], metric: str = "mIoU", per_image: bool = False,
+              ddof: int = 0) -> list[dict]:
+    """One row per (model, method, fraction) with each split's mean ± std over seeds.
+
+    ``per_image=True`` reads ``per_image_iou`` (kdsemseg's IoU) instead of ``metric``. A split is
+    None when no seed of the group evaluated it. ``ddof=1`` gives the sample std.
+    """
+    metric = "per_image_iou" if per_image else metric
+    rows = []
+    for (model, method, frac), group in group_runs(runs).items():
+        row: dict[str, Any] = {
+            "model": model, "method": method, "fraction": frac, "n": len(group),
+            "seeds": sorted(r["summary"].get("seed") for r in group),
+            "params": group[0]["summary"].get("params"),
+            "wall_time_s": float(np.mean([r["summary"].get("wall_time_s") or 0.0 for r in group])),
+            "metric": metric, "ddof": ddof, "classes": group[0]["summary"].get("classes") or []}
+        for split in SPLITS:
+            vals = [v for r in group if (v := _split_value(r["summary"], split, metric)) is not None]
+            row[split] = _mean_std(vals, ddof)
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["method"], -r["fraction"], r["params"] or 0, r["model"]))
+
+
+def _pm(cell: Optional[tuple[float, float]]) -> str:
+    if cell is None:
+        return DASH
+    mean, std = cell
+    return f"{mean:.4f} ± {_fmt(std)}"
+
+
+def describe(rows: list[dict]) -> str:
+    """One sentence saying which IoU and which std the table shows."""
+    metric = rows[0]["metric"] if rows else "mIoU"
+    ddof = rows[0]["ddof"] if rows else 0
+    what = {"per_image_iou": "kdsemseg per-image IoU (class-mean IoU per image, averaged over "
+                             "images; not comparable to the standard mIoU)",
+            "mIoU": "dataset-level mIoU (one confusion matrix per split)"}.get(metric, metric)
+    std = "population std (ddof=0, as kdsemseg)" if ddof == 0 else "sample std (ddof=1)"
+    return f"Metric: {what}. Cells: mean ± {std} over seeds."
+
+
+# ------------------------------------------------------------------------------ table output
+_HEAD = ["Model", "Params (M)", "Seeds", "Train", "Val", "Test"]
+
+
+def _cells(row: dict) -> list[str]:
+    params = f"{row['params'] / 1e6:.2f}" if row["params"] else DASH
+    return [row["model"], params, str(row["n"])] + [_pm(row[s]) for s in SPLITS]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """kdsemseg-shaped Markdown: one section per (method, fraction), one line per model."""
+    lines = ["# Results", "", describe(rows), ""]
+    sections: dict[tuple[str, float], list[dict]] = {}
+    for r in rows:
+        sections.setdefault((r["method"], r["fraction"]), []).append(r)
+    for (method, frac), items in sections.items():
+        lines += [f"### {method}, fraction {frac:g}", "", "| " + " | ".join(_HEAD) + " |",
+                  "| " + " | ".join("---" for _ in _HEAD) + " |"]
+        lines += ["| " + " | ".join(_cells(r)) + " |" for r in items]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _csv_rows(rows: list[dict]) -> list[list[Any]]:
+    header = ["model", "method", "fraction", "params", "n_seeds", "seeds", "metric", "ddof"]
+    header += [f"{s}_{k}" for s in SPLITS for k in ("mean", "std")] + ["wall_time_s"]
+    out: list[list[Any]] = [header]
+    for r in rows:
+        line = [r["model"], r["method"], r["fraction"], r["params"], r["n"],
+                " ".join(map(str, r["seeds"])), r["metric"], r["ddof"]]
+        for s in SPLITS:
+            line += list(r[s]) if r[s] is not None else ["", ""]
+        out.append(line + [round(r["wall_time_s"], 2)])
+    return out
+
+
+def rich_table(rows: list[dict]) -> Table:
+    table = Table(title="results", caption=describe(rows))
+    for col in ["Method", "Fraction"] + _HEAD:
+        table.add_column(col, justify="left" if col in ("Method", "Model") else "right")
+    for r in rows:
+        table.add_row(r["method"], f"{r['fraction']:g}", *_cells(r))
+    return table
+
+
+def write_tables(rows: list[dict], out_dir: str | Path, console: Optional[Console] = None) -> dict:
+    """Write results.md and results.csv into ``out_dir`` and print the table; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md, cs = out / "results.md", out / "results.csv"
+    md.write_text(markdown_table(rows))
+    with cs.open("w", newline="") as fh:
+        csv.writer(fh).writerows(_csv_rows(rows))
+    (console or Console()).print(rich_table(rows))
+    return {"markdown": md, "csv": cs}
+
+
+# ---------------------------------------------------------------------------- per-class IoU
+def _class_means(group: list[dict], split: str = "val") -> list[Optional[float]]:
+    """Mean over seeds of each class's IoU (a seed where the class is absent is skipped)."""
+    per_seed = [(r["summary"].get("splits") or {}).get(split, {}).get("per_class_iou") or []
+                for r in group]
+    width = max((len(p) for p in per_seed), default=0)
+    means: list[Optional[float]] = []
+    for c in range(width):
+        vals = [p[c] for p in per_seed if c < len(p) and p[c] is not None]
+        means.append(float(np.mean(vals)) if vals else None)
+    return means
+
+
+def per_class_table(runs: list[dict], split: str = "val") -> str:
+    """Markdown: per-class IoU (mean over seeds) of each group; one table per class list."""
+    tables: dict[tuple[str, ...], list[str]] = {}
+    for (model, method, frac), group in sorted(group_runs(runs).items()):
+        means = _class_means(group, split)
+        classes = tuple(group[0]["summary"].get("classes") or [f"class {i}" for i in range(len(means))])
+        cells = [_fmt(means[i]) if i < len(means) else DASH for i in range(len(classes))]
+        tables.setdefault(classes, []).append(
+            f"| {model} | {method} | {frac:g} | {len(group)} | " + " | ".join(cells) + " |")
+    lines = [f"# Per-class {split} IoU (dataset-level, mean over seeds)", ""]
+    for classes, body in tables.items():
+        head = ["Model", "Method", "Fraction", "Seeds", *classes]
+        lines += ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |",
+                  *body, ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- plot
+def plot_size_vs_miou(rows: list[dict], path: str | Path) -> Path:
+    """PNG: validation mean (y, error bar = std) vs student parameters in millions, per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[float, float, float]]] = {}
+    for r in rows:
+        if r["val"] is None or not r["params"]:
+            continue
+        label = r["method"] if r["fraction"] == 1.0 else f"{r['method']} (f={r['fraction']:g})"
+        std = r["val"][1] if not math.isnan(r["val"][1]) else 0.0
+        series.setdefault(label, []).append((r["params"] / 1e6, r["val"][0], std))
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for label, pts in sorted(series.items()):
+        x, y, e = zip(*sorted(pts))
+        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=label)
+    ax.set_xlabel("student parameters (M)")
+    ax.set_ylabel(f"val {rows[0]['metric'] if rows else 'mIoU'}")
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- full report
+def report(paths: Iterable[str | Path], out_dir: str | Path, per_image: bool = False,
+           sample_std: bool = False, plot: bool = False, metric: str = "mIoU",
+           console: Optional[Console] = None) -> dict:
+    """Load runs, write results.md / results.csv / per_class.md (and size_vs_miou.png)."""
+    runs = load_runs(paths)
+    rows = aggregate(runs, metric=metric, per_image=per_image, ddof=1 if sample_std else 0)
+    written = write_tables(rows, out_dir, console)
+    pc = Path(out_dir) / "per_class.md"
+    pc.write_text(per_class_table(runs))
+    written["per_class"] = pc
+    if plot:
+        written["plot"] = plot_size_vs_miou(rows, Path(out_dir) / "size_vs_miou.png")
+    return written

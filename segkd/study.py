@@ -1,0 +1,322 @@
+"""``segkd study SPEC.yaml``: a grid of students x methods x data fractions x seeds.
+
+One teacher serves every distillation arm: it is taken from ``teacher.checkpoint``, from a finished
+``teacher.run_dir``, or trained once (in ``<out_dir>/teacher`` by default) from ``teacher.config``.
+Its checkpoint is injected as ``teacher.checkpoint`` into every method config that has a
+``teacher:`` section. Each arm runs in ``<out_dir>/<method>/<encoder>/f<fraction>/s<seed>``:
+a directory with ``summary.json`` is done and skipped, one with ``last.pt`` but no summary is
+resumed, the others are trained. Every run directory gets a ``study.json`` ({method, encoder,
+fraction, seed}) that ``segkd report`` uses for grouping. Overrides: ``set`` applies to every run
+(teacher included), ``teacher.set`` to the teacher only, ``per_method_set`` to one method.
+
+Example::
+
+    name: camvid-stagewise
+    out_dir: runs/study
+    teacher: {config: configs/camvid/unet_teacher.yaml}
+    students: [kd_resnet10, kd_resnet18]
+    methods: {scratch: configs/camvid/unet_scratch.yaml, stagewise: configs/camvid/stagewise.yaml}
+    fractions: [1.0, 0.25]
+    seeds: [0, 1, 2]
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from rich.console import Console
+from rich.table import Table
+
+from .config import load_config
+from .errors import ConfigError, SegkdError
+from .registry import suggest
+from .runs import run_training
+
+_LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+TEACHER_DIR = "teacher"
+
+
+# ------------------------------------------------------------------------------------ schema
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TeacherSpec(_Strict):
+    config: Optional[str] = None  # a config to train the teacher from (once)
+    run_dir: Optional[str] = None  # where it is / will be trained (default <out_dir>/teacher)
+    checkpoint: Optional[str] = None  # an existing segkd checkpoint: nothing is trained
+    seed: int = 0
+    set: list[str] = []
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TeacherSpec":
+        if not (self.config or self.run_dir or self.checkpoint):
+            raise ValueError("give `config` (to train it), `run_dir` or `checkpoint`")
+        if self.checkpoint and (self.config or self.run_dir):
+            raise ValueError("`checkpoint` excludes `config` and `run_dir`")
+        return self
+
+
+class StudySpec(_Strict):
+    name: str
+    out_dir: str
+    teacher: Optional[TeacherSpec] = None
+    students: list[str] = Field(min_length=1)
+    methods: dict[str, str] = Field(min_length=1)
+    fractions: list[float] = Field([1.0], min_length=1)
+    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    set: list[str] = []
+    per_method_set: dict[str, list[str]] = {}
+
+    @field_validator("students", "seeds", "fractions")
+    @classmethod
+    def _unique(cls, v: list) -> list:
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate entries in {v}")
+        return v
+
+    @field_validator("students")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        return [_check_label(s, "student") for s in v]
+
+    @field_validator("methods")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for label in v:
+            _check_label(label, "method label")
+            if label == TEACHER_DIR:
+                raise ValueError(f"'{TEACHER_DIR}' is reserved for the teacher's run directory")
+        return v
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        bad = [f for f in v if not 0.0 < f <= 1.0]
+        if bad:
+            raise ValueError(f"fractions must be in (0, 1], got {bad}")
+        return [float(f) for f in v]
+
+    @model_validator(mode="after")
+    def _per_method_known(self) -> "StudySpec":
+        unknown = [k for k in self.per_method_set if k not in self.methods]
+        if unknown:
+            raise ValueError(f"per_method_set names unknown method(s) {unknown}; methods: "
+                             f"{', '.join(self.methods)}")
+        return self
+
+
+def _check_label(text: str, what: str) -> str:
+    if not _LABEL.match(text):
+        raise ValueError(f"{what} '{text}' must start with a letter and use only letters, "
+                         "digits, '_', '-', '.'")
+    return text
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid study spec ({source}):"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            model = TeacherSpec if e["loc"][:1] == ("teacher",) else StudySpec
+            known = list(model.model_fields)
+            msg = f"unknown key.{suggest(str(e['loc'][-1]), known)} Valid keys here: {', '.join(known)}"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ loading
+def _resolve(path: str, base: Path, what: str) -> str:
+    """An existing file: absolute, relative to the current directory, or to the spec's folder."""
+    p = Path(path).expanduser()
+    for cand in ([p] if p.is_absolute() else [p, base / p]):
+        if cand.exists():
+            return str(cand.resolve())
+    raise ConfigError(f"{what}: {path} not found (looked in {Path.cwd()} and {base})")
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study spec; config and checkpoint paths become absolute."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study spec not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        spec = StudySpec.model_validate(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, str(path))) from None
+    base = path.resolve().parent
+    methods = {k: _resolve(v, base, f"methods.{k}") for k, v in spec.methods.items()}
+    teacher = spec.teacher
+    if teacher is not None:
+        teacher = teacher.model_copy(update={
+            "config": teacher.config and _resolve(teacher.config, base, "teacher.config"),
+            "checkpoint": teacher.checkpoint and _resolve(teacher.checkpoint, base, "teacher.checkpoint")})
+    return spec.model_copy(update={"methods": methods, "teacher": teacher})
+
+
+# --------------------------------------------------------------------------------- planning
+def run_status(run_dir: Path) -> str:
+    """done (summary.json), partial (last.pt, no summary) or todo."""
+    if (run_dir / "summary.json").is_file():
+        return "done"
+    return "partial" if (run_dir / "last.pt").is_file() else "todo"
+
+
+@dataclass
+class Arm:
+    """One training run of the study (the teacher is an Arm with method 'teacher')."""
+    method: str
+    encoder: Optional[str]
+    fraction: float
+    seed: int
+    config: Optional[str]
+    overrides: list[str]
+    run_dir: Path
+    needs_teacher: bool = False
+
+    @property
+    def status(self) -> str:
+        return run_status(self.run_dir)
+
+    def record(self, study: str) -> dict:
+        return {"study": study, "method": self.method, "encoder": self.encoder,
+                "fraction": self.fraction, "seed": self.seed}
+
+
+def teacher_arm(spec: StudySpec) -> Optional[Arm]:
+    """The teacher run (None without a teacher, or when a fixed checkpoint is given)."""
+    t = spec.teacher
+    if t is None or t.checkpoint:
+        return None
+    run_dir = Path(t.run_dir) if t.run_dir else Path(spec.out_dir) / TEACHER_DIR
+    overrides = spec.set + t.set + [f"seed={t.seed}"]
+    encoder, fraction = None, 1.0
+    if t.config:
+        cfg = load_config(t.config, overrides)
+        encoder, fraction = cfg.model.encoder, cfg.data.fraction
+    return Arm(TEACHER_DIR, encoder, fraction, t.seed, t.config, overrides, run_dir)
+
+
+def teacher_checkpoint(spec: StudySpec) -> Optional[Path]:
+    """The checkpoint injected into distillation arms (best.pt, else last.pt of the teacher run)."""
+    if spec.teacher is None:
+        return None
+    if spec.teacher.checkpoint:
+        return Path(spec.teacher.checkpoint)
+    rd = teacher_arm(spec).run_dir.resolve()
+    return rd / "last.pt" if not (rd / "best.pt").is_file() and (rd / "last.pt").is_file() \
+        else rd / "best.pt"
+
+
+def _method_has_teacher(label: str, path: str, sets: list[str], injected: bool) -> bool:
+    """Whether a method config distils (has a teacher section); checks it can get a teacher."""
+    cfg = load_config(path, sets)
+    if cfg.teacher is None:
+        return False
+    if not injected and cfg.teacher.checkpoint is None and cfg.teacher.model is None:
+        raise ConfigError(f"method '{label}' ({path}) distils from a teacher but neither its config "
+                          "nor the study spec (`teacher:`) says which")
+    return True
+
+
+def plan_arms(spec: StudySpec, teacher_ckpt: Optional[Path]) -> list[Arm]:
+    """Every (method, student, fraction, seed) arm with its overrides and run directory."""
+    arms = []
+    for method, path in spec.methods.items():
+        sets = spec.set + spec.per_method_set.get(method, [])
+        distils = _method_has_teacher(method, path, sets, teacher_ckpt is not None)
+        inject = [f"teacher.checkpoint={json.dumps(str(teacher_ckpt))}"] if distils and teacher_ckpt else []
+        for enc, frac, seed in itertools.product(spec.students, spec.fractions, spec.seeds):
+            over = sets + [f"model.encoder={enc}", f"seed={seed}", f"data.fraction={frac}",
+                           f"name={method}-{enc}-f{frac}"] + inject
+            load_config(path, over)  # fail now, not after hours of training
+            rd = Path(spec.out_dir) / method / enc / f"f{frac}" / f"s{seed}"
+            arms.append(Arm(method, enc, frac, seed, path, over, rd, needs_teacher=bool(inject)))
+    return arms
+
+
+# ---------------------------------------------------------------------------------- running
+def run_arm(arm: Arm, study: str, extra: list[str]) -> str:
+    """Train, resume or skip one arm; returns what was done (skipped / resumed / trained)."""
+    status = arm.status
+    if status == "done":
+        return "skipped"
+    arm.run_dir.mkdir(parents=True, exist_ok=True)
+    (arm.run_dir / "study.json").write_text(json.dumps(arm.record(study), indent=2))
+    if status == "partial":  # continue from last.pt with the config saved in the run directory
+        run_training(None, list(extra), resume=str(arm.run_dir))
+        return "resumed"
+    if arm.config is None:
+        raise ConfigError(f"{arm.run_dir} holds no finished run and the spec gives no config for it")
+    run_training(arm.config, arm.overrides + list(extra), run_dir=str(arm.run_dir))
+    return "trained"
+
+
+def status_table(spec: StudySpec, arms: list[Arm]) -> Table:
+    table = Table(title=f"study {spec.name}: {len(arms)} run(s)")
+    for col in ("method", "encoder", "fraction", "seed", "status", "run directory"):
+        table.add_column(col)
+    colour = {"done": "green", "partial": "yellow", "todo": "white"}
+    for a in arms:
+        table.add_row(a.method, a.encoder or "-", f"{a.fraction:g}", str(a.seed),
+                      f"[{colour[a.status]}]{a.status}[/]", str(a.run_dir))
+    return table
+
+
+def _run_all(spec: StudySpec, arms: list[Arm], extra: list[str], keep_going: bool,
+             console: Console) -> list[str]:
+    failures = []
+    for i, arm in enumerate(arms, 1):
+        console.print(f"[bold]({i}/{len(arms)})[/bold] {arm.method} {arm.encoder} "
+                      f"f{arm.fraction:g} s{arm.seed}: {arm.status}")
+        try:
+            run_arm(arm, spec.name, extra)
+        except SegkdError as err:
+            if not keep_going:
+                raise
+            failures.append(f"{arm.run_dir}: {err}")
+            console.print(f"[red]failed[/red]: {err}")
+    return failures
+
+
+def run_study(spec_path: str | Path, dry_run: bool = False, keep_going: bool = False,
+              extra: Optional[list[str]] = None, report: bool = True,
+              console: Optional[Console] = None) -> list[Arm]:
+    """Run (or, with ``dry_run``, list) every arm of a study; then report over its out_dir."""
+    console = console or Console()
+    extra = list(extra or [])
+    spec = load_spec(spec_path)
+    teacher = teacher_arm(spec)
+    arms = plan_arms(spec, teacher_checkpoint(spec))
+    console.print(status_table(spec, ([teacher] if teacher else []) + arms))
+    if dry_run:
+        return ([teacher] if teacher else []) + arms
+    out = Path(spec.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study.yaml").write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
+    if teacher is not None and any(a.needs_teacher and a.status != "done" for a in arms):
+        console.print(f"[bold]teacher[/bold] ({teacher.status}): {teacher.run_dir}")
+        run_arm(teacher, spec.name, extra)
+        ckpt = teacher_checkpoint(spec)
+        if not ckpt.is_file():
+            raise SegkdError(f"the teacher run {teacher.run_dir} left no checkpoint ({ckpt})")
+        arms = plan_arms(spec, ckpt)
+    failures = _run_all(spec, arms, extra, keep_going, console)
+    if report and any(out.rglob("summary.json")):
+        from .report import report as write_report
+
+        write_report([out], out, plot=True, console=console)
+        console.print(f"tables written to [bold]{out}[/bold] (results.md, results.csv, per_class.md)")
+    if failures:
+        raise SegkdError(f"{len(failures)} run(s) failed:\n  " + "\n  ".join(failures))
+    return ([teacher] if teacher else []) + arms

@@ -1,0 +1,49 @@
+"""Shared test helpers: tiny configs on the synthetic set (no files, no downloads)."""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+warnings.filterwarnings("ignore", message=".*TorchVision.*", category=DeprecationWarning)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CAMVID = SHARED / "data" / "camvid"
+
+
+def tiny_cfg(**over) -> dict:
+    """A raw config dict for a seconds-long run on 32x32 synthetic images."""
+    from segkd.config import deep_merge
+
+    base = {
+        "name": "tiny", "seed": 0,
+        "data": {"name": "synthetic", "batch_size": 4, "num_workers": 0,
+                 "options": {"num_images": 8, "size": [32, 32], "num_classes": 4}},
+        "model": {"arch": "unet", "encoder": "kd_resnet10"},
+        "stages": [{"name": "train", "epochs": 1, "terms": [{"loss": "ce"}],
+                    "optimizer": {"name": "adam", "lr": 1e-3}}],
+        "trainer": {"progress": False, "log_every": 1},
+        "eval": {"splits": ["val"]},
+    }
+    return deep_merge(base, over)
+
+
+@pytest.fixture
+def tiny():
+    return tiny_cfg
+
+
+@pytest.fixture(scope="session")
+def teacher_ckpt(tmp_path_factory) -> Path:
+    """A trained (1 epoch) tiny UNet-kd_resnet14 teacher checkpoint, shared by tests."""
+    from segkd.config import config_from_dict
+    from segkd.engine import Engine
+
+    run = tmp_path_factory.mktemp("teacher")
+    cfg = config_from_dict(tiny_cfg(name="teacher", model={"encoder": "kd_resnet14"}))
+    Engine(cfg, run).run()
+    return run / "best.pt"

@@ -1,0 +1,183 @@
+"""segkd.study: the grid, one teacher injected, skip / resume, dry-run, spec errors, a real tiny run."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+
+import segkd.study as study_mod
+from segkd.errors import ConfigError, SegkdError
+from segkd.study import load_spec, run_study
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
+
+TINY = {"data": {"name": "synthetic", "options": {"num_images": 8, "size": [32, 32]},
+                 "batch_size": 4, "num_workers": 0},
+        "model": {"arch": "unet", "encoder": "kd_resnet10"},
+        "stages": [{"epochs": 1}], "trainer": {"progress": False}}
+
+
+def _quiet(tmp_path):
+    return Console(file=open(tmp_path / "console.txt", "w"), width=200)
+
+
+class FakeTrainer:
+    """Stands in for run_training: records calls, writes summary.json (and best.pt)."""
+
+    def __init__(self, fail_on=None):
+        self.calls, self.fail_on = [], fail_on
+
+    def __call__(self, config, overrides, run_dir=None, resume=None, out_dir=None):
+        self.calls.append({"config": config, "overrides": list(overrides), "run_dir": run_dir,
+                           "resume": resume})
+        rd = Path(run_dir or resume)
+        if self.fail_on and self.fail_on in str(rd):
+            raise SegkdError("boom")
+        over = dict(o.split("=", 1) for o in overrides)
+        enc = over.get("model.encoder", "kd_resnet34")
+        seed = int(over.get("seed", 0))
+        summary = {"name": over.get("name", "teacher"), "seed": seed, "fraction": float(over.get("data.fraction", 1.0)),
+                   "model": {"arch": "unet", "kwargs": {"encoder": enc}}, "params": 1_000_000,
+                   "classes": ["a", "b"],
+                   "splits": {"val": {"mIoU": 0.5 + seed / 10, "per_class_iou": [0.5, 0.5]}}}
+        rd.mkdir(parents=True, exist_ok=True)
+        (rd / "best.pt").write_bytes(b"x")
+        (rd / "summary.json").write_text(json.dumps(summary))
+        return rd, summary
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    """Config files and a spec: 2 students x 2 methods x 2 fractions x 2 seeds."""
+    (tmp_path / "teacher.yaml").write_text(yaml.safe_dump({**TINY, "name": "teacher"}))
+    (tmp_path / "scratch.yaml").write_text(yaml.safe_dump(TINY))
+    kd = {**TINY, "teacher": {}, "stages": [{"epochs": 1, "terms": [{"loss": "ce", "teacher": None},
+                                                                    {"loss": "kd"}]}]}
+    (tmp_path / "kd.yaml").write_text(yaml.safe_dump(kd))
+    spec = {"name": "t", "out_dir": str(tmp_path / "out"),
+            "teacher": {"config": "teacher.yaml", "seed": 7},
+            "students": ["kd_resnet10", "kd_resnet18"], "methods": {"scratch": "scratch.yaml", "kd": "kd.yaml"},
+            "fractions": [1.0, 0.25], "seeds": [0, 1], "set": ["data.batch_size=2"],
+            "per_method_set": {"kd": ["stages.0.epochs=2"]}}
+    fake = FakeTrainer()
+    monkeypatch.setattr(study_mod, "run_training", fake)
+    monkeypatch.chdir(tmp_path)  # relative config paths resolve against the spec's folder too
+    return tmp_path, spec, fake
+
+
+def _write_spec(root, spec, name="spec.yaml"):
+    (root / name).write_text(yaml.safe_dump(spec))
+    return root / name
+
+
+def test_grid_teacher_once_injected(setup):
+    root, spec, fake = setup
+    run_study(_write_spec(root, spec), console=_quiet(root))
+    assert len(fake.calls) == 1 + 2 * 2 * 2 * 2
+    teacher = fake.calls[0]
+    assert teacher["run_dir"] == str(root / "out" / "teacher") and "seed=7" in teacher["overrides"]
+    assert "data.batch_size=2" in teacher["overrides"]
+    ckpt = json.dumps(str((root / "out" / "teacher" / "best.pt").resolve()))
+    arms = fake.calls[1:]
+    dirs = {c["run_dir"] for c in arms}
+    assert dirs == {str(root / "out" / m / e / f"f{f}" / f"s{s}") for m in ("scratch", "kd")
+                    for e in ("kd_resnet10", "kd_resnet18") for f in (1.0, 0.25) for s in (0, 1)}
+    for c in arms:
+        kd = "/kd/" in c["run_dir"]
+        assert (f"teacher.checkpoint={ckpt}" in c["overrides"]) == kd
+        assert ("stages.0.epochs=2" in c["overrides"]) == kd
+        assert "data.batch_size=2" in c["overrides"] and c["resume"] is None
+    c = next(c for c in arms if c["run_dir"].endswith("kd/kd_resnet18/f0.25/s1"))
+    assert {"model.encoder=kd_resnet18", "seed=1", "data.fraction=0.25",
+            "name=kd-kd_resnet18-f0.25"} <= set(c["overrides"])
+    rec = json.loads((Path(c["run_dir"]) / "study.json").read_text())
+    assert rec == {"study": "t", "method": "kd", "encoder": "kd_resnet18", "fraction": 0.25, "seed": 1}
+    md = (root / "out" / "results.md").read_text()
+    assert "### kd, fraction 0.25" in md and "### teacher, fraction 1" in md
+    assert (root / "out" / "size_vs_miou.png").is_file() and (root / "out" / "study.yaml").is_file()
+    # a second invocation finds everything done: nothing is trained again
+    fake.calls.clear()
+    run_study(root / "spec.yaml", console=_quiet(root))
+    assert fake.calls == []
+
+
+def test_partial_resumed_done_skipped_and_dry_run(setup):
+    root, spec, fake = setup
+    spec.update(students=["kd_resnet10"], fractions=[1.0], seeds=[0, 1], methods={"scratch": "scratch.yaml"},
+                per_method_set={})
+    path = _write_spec(root, spec)
+    base = root / "out" / "scratch" / "kd_resnet10" / "f1.0"
+    (base / "s0").mkdir(parents=True)
+    (base / "s0" / "last.pt").write_bytes(b"x")
+    (base / "s1").mkdir(parents=True)
+    (base / "s1" / "summary.json").write_text("{}")
+    arms = run_study(path, dry_run=True, console=_quiet(root))
+    assert [(a.method, a.seed, a.status) for a in arms] == [("teacher", 7, "todo"), ("scratch", 0, "partial"),
+                                                            ("scratch", 1, "done")]
+    assert fake.calls == []
+    run_study(path, report=False, console=_quiet(root))
+    # no arm distils, so the teacher is not trained; s0 resumed from its own config; s1 skipped
+    assert fake.calls == [{"config": None, "overrides": [], "run_dir": None, "resume": str(base / "s0")}]
+
+
+def test_existing_teacher_checkpoint_is_injected(setup):
+    root, spec, fake = setup
+    (root / "t.pt").write_bytes(b"x")
+    spec.update(teacher={"checkpoint": "t.pt"}, students=["kd_resnet10"], fractions=[1.0], seeds=[0])
+    run_study(_write_spec(root, spec), report=False, console=_quiet(root))
+    assert len(fake.calls) == 2 and all(c["run_dir"] != str(root / "out" / "teacher") for c in fake.calls)
+    kd = next(c for c in fake.calls if "/kd/" in c["run_dir"])
+    assert f"teacher.checkpoint={json.dumps(str((root / 't.pt').resolve()))}" in kd["overrides"]
+
+
+def test_keep_going_collects_failures(setup):
+    root, spec, _ = setup
+    fake = FakeTrainer(fail_on="kd_resnet18")
+    study_mod.run_training = fake  # restored by monkeypatch at teardown
+    spec.update(fractions=[1.0], seeds=[0])
+    with pytest.raises(SegkdError, match="2 run"):
+        run_study(_write_spec(root, spec), keep_going=True, report=False, console=_quiet(root))
+    assert len(fake.calls) == 1 + 4
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"studnets": ["x"]}, "Did you mean: students"),
+    ({"methods": {"1bad": "scratch.yaml"}}, "must start with a letter"),
+    ({"methods": {"teacher": "scratch.yaml"}}, "reserved"),
+    ({"per_method_set": {"nope": ["seed=1"]}}, "unknown method"),
+    ({"fractions": [0.0]}, r"\(0, 1\]"),
+    ({"methods": {"kd": "missing.yaml"}}, "missing.yaml not found"),
+    ({"teacher": {}}, "give `config`"),
+    ({"teacher": {"config": "teacher.yaml", "chekpoint": "x"}}, "Did you mean: checkpoint"),
+])
+def test_spec_errors(setup, change, message):
+    root, spec, _ = setup
+    spec.update(change)
+    with pytest.raises(ConfigError, match=message):
+        load_spec(_write_spec(root, spec))
+
+
+def test_distilling_method_without_teacher_is_an_error(setup):
+    root, spec, _ = setup
+    del spec["teacher"]
+    with pytest.raises(ConfigError, match="method 'kd'.*teacher"):
+        run_study(_write_spec(root, spec), dry_run=True, console=_quiet(root))
+
+
+def test_real_tiny_study(tmp_path, monkeypatch):
+    """Teacher trained once on the synthetic set, one KD arm distilled from it, then the report."""
+    monkeypatch.setattr(study_mod, "run_training", __import__("segkd.runs").runs.run_training)
+    (tmp_path / "teacher.yaml").write_text(yaml.safe_dump({**TINY, "name": "teacher"}))
+    kd = {**TINY, "teacher": {}, "stages": [{"epochs": 1, "terms": [{"loss": "ce", "teacher": None},
+                                                                    {"loss": "kd"}]}]}
+    (tmp_path / "kd.yaml").write_text(yaml.safe_dump(kd))
+    spec = {"name": "tiny", "out_dir": str(tmp_path / "out"), "teacher": {"config": "teacher.yaml"},
+            "students": ["kd_resnet10"], "methods": {"kd": "kd.yaml"}, "fractions": [1.0], "seeds": [0]}
+    run_study(_write_spec(tmp_path, spec), console=_quiet(tmp_path))
+    arm = tmp_path / "out" / "kd" / "kd_resnet10" / "f1.0" / "s0"
+    summary = json.loads((arm / "summary.json").read_text())
+    assert summary["teacher"] == str((tmp_path / "out" / "teacher" / "best.pt").resolve())
+    csv_text = (tmp_path / "out" / "results.csv").read_text()
+    assert "unet-kd_resnet10,kd,1.0" in csv_text and "unet-kd_resnet10,teacher,1.0" in csv_text
