@@ -212,6 +212,8 @@ def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     bases = raw.pop("_base_", [])
+    for key in [k for k in raw if isinstance(k, str) and k.startswith("_")]:
+        raw.pop(key)  # top-level "_name" keys hold YAML anchors for reuse, not settings
     merged: dict = {}
     for b in [bases] if isinstance(bases, str) else bases:
         merged = deep_merge(merged, read_yaml(path.parent / b, _seen + (path.resolve(),)))

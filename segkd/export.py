@@ -1,23 +1,19 @@
-"""Deployment: ONNX and safetensors exports with a parity check, predictors, model comparison.
+"""Deployment: ONNX / safetensors exports (parity checked), predictors, teacher-student comparison.
 
-    info = export_onnx("best.pt", "student.onnx", dynamic_shape=True)   # parity checked
-    export_safetensors("best.pt", "student.safetensors")
-    model, meta = load_safetensors_model("student.safetensors")
-    logits = OnnxPredictor("student.onnx")(images)          # float32 [N,3,H,W], normalised
-    fwd, meta = load_predictor("best.pt" | "x.onnx" | "x.safetensors")
-    rows = compare_models("teacher.pt", "student.pt", size=(512, 512), onnx=True)
+    info = export_onnx("best.pt", "s.onnx", dynamic_shape=True)  # raises ExportError on bad parity
+    export_safetensors("best.pt", "s.safetensors")
+    model, meta = load_safetensors_model("s.safetensors"); logits = OnnxPredictor("s.onnx")(images)
+    fwd, meta = load_predictor("best.pt" | "s.onnx" | "s.safetensors")
 
-Every export writes a sidecar JSON beside it (``student.onnx`` -> ``student.json``) holding what
-is needed to use the weights without the training config::
+Each export writes a sidecar JSON (``s.onnx`` -> ``s.json``; an ONNX and a safetensors export of
+the same model share it) so the weights are usable without the training config::
 
     {"format": "segkd-export", "version": 1, "model": {"arch", "kwargs"}, "replacements": [...],
      "meta": {"classes", "num_classes", "mean", "std", "ignore_index", "size"},
      "onnx": {"file", "opset", "input_size", "dynamic_shape", "exporter", "parity"},
-     "safetensors": {"file", "aliases"}}
+     "safetensors": {"file", "aliases", "tensors"}}
 
-An ONNX and a safetensors export with the same stem share one sidecar (sections are merged when
-the model matches). The same JSON is also embedded in the exported file itself (ONNX
-``metadata_props`` / safetensors header metadata, key ``segkd``), so the file alone suffices.
+The same JSON is embedded in the file (ONNX ``metadata_props`` / safetensors header, key ``segkd``).
 Nothing here unpickles anything but tensors (``load_checkpoint`` uses ``weights_only=True``).
 """
 from __future__ import annotations
@@ -33,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distill.distiller import _logits
 from .engine.build import build_from_spec, load_state, model_from_checkpoint
 from .errors import SegkdError
 
@@ -46,8 +43,6 @@ class ExportError(SegkdError):
     """An export that failed or does not match PyTorch (parity), or an unusable exported file."""
 
 
-# --------------------------------------------------------------------------- shared helpers
-
 class _LogitsOnly(nn.Module):
     """Wrap a model so that forward returns the logits tensor (first of a tuple, 'out' of a dict)."""
 
@@ -56,10 +51,7 @@ class _LogitsOnly(nn.Module):
         self.model = model
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        out = self.model(image)
-        if isinstance(out, dict):
-            return out["out"]
-        return out if isinstance(out, torch.Tensor) else out[0]
+        return _logits(self.model(image))
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -68,53 +60,41 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def _jsonable(obj: Any) -> Any:
-    """Tensors / numpy values / tuples -> plain JSON types (recursively)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (torch.Tensor, np.ndarray, np.generic)):
-        return _jsonable(obj.tolist())
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return str(obj)
+    """Tensors / numpy values / tuples -> plain JSON types (anything else unknown -> str)."""
+    def default(o: Any) -> Any:
+        return o.tolist() if isinstance(o, (torch.Tensor, np.ndarray, np.generic)) else str(o)
+    return json.loads(json.dumps(obj, default=default))
 
 
 def _config_size(ckpt: dict) -> Size | None:
     """``data.size`` (else ``data.crop``) of the checkpoint's resolved config, if any."""
     data = (ckpt.get("config") or {}).get("data") or {}
-    for key in ("size", "crop"):
-        if data.get(key):
-            h, w = data[key]
-            return int(h), int(w)
-    return None
+    hw = data.get("size") or data.get("crop")
+    return (int(hw[0]), int(hw[1])) if hw else None
 
 
-def _export_meta(meta: dict, spec: dict, size: Size | None) -> dict:
-    """Checkpoint meta completed with defaults: classes, num_classes, mean, std, ignore_index, size."""
-    out = _jsonable(dict(meta))
+def _describe(ckpt: dict, meta: dict, size: Size | None) -> dict:
+    """The sidecar's common part: model spec, replacements, and the checkpoint meta completed with
+    defaults (classes, num_classes, mean, std, ignore_index, size = input size for predict)."""
+    spec, out = _jsonable(ckpt["model"]), _jsonable(dict(meta))
     num = out.get("num_classes") or spec.get("kwargs", {}).get("num_classes")
-    out["num_classes"] = num
-    out.setdefault("classes", [str(i) for i in range(num)] if num else [])
-    out["mean"] = list(out.get("mean") or IMAGENET_MEAN)
-    out["std"] = list(out.get("std") or IMAGENET_STD)
+    out.update(num_classes=num, mean=list(out.get("mean") or IMAGENET_MEAN),
+               std=list(out.get("std") or IMAGENET_STD), size=list(size) if size else None)
+    out.setdefault("classes", [str(i) for i in range(num or 0)])
     out.setdefault("ignore_index", 255)
-    out["size"] = list(size) if size else None
-    return out
+    return {"model": spec, "replacements": _jsonable(ckpt.get("replacements") or []), "meta": out}
 
 
 def _write_sidecar(path: Path, base: dict, section: str, info: dict) -> dict:
     """Write (or merge a ``section`` into) the sidecar JSON for ``path``; return the document."""
     side = sidecar_path(path)
     doc = {"format": EXPORT_FORMAT, "version": 1, **base}
-    if side.is_file():
-        try:
-            old = json.loads(side.read_text())
-        except (OSError, ValueError):
-            old = {}
-        same = all(old.get(k) == base[k] for k in ("model", "replacements"))
-        if same and old.get("format") == EXPORT_FORMAT:
-            doc = {**old, **base}
+    try:
+        old = json.loads(side.read_text()) if side.is_file() else {}
+    except (OSError, ValueError):
+        old = {}
+    if old.get("format") == EXPORT_FORMAT and all(old.get(k) == base[k] for k in ("model", "replacements")):
+        doc = {**old, **base}  # same model: keep the other export's section
     doc[section] = info
     side.write_text(json.dumps(doc, indent=2))
     return doc
@@ -205,20 +185,20 @@ class OnnxPredictor:
 
     @property
     def meta(self) -> dict:
-        """classes, num_classes, mean, std, ignore_index, size (+ input_size, dynamic_shape)."""
-        onnx = self.doc.get("onnx", {})
-        return {**self.doc.get("meta", {}), "input_size": onnx.get("input_size"),
-                "dynamic_shape": onnx.get("dynamic_shape")}
+        """classes, num_classes, mean, std, ignore_index, size (the fixed input size of a
+        fixed-shape export, else the training data.size or None), input_size, dynamic_shape."""
+        onnx, meta = self.doc.get("onnx", {}), dict(self.doc.get("meta", {}))
+        if onnx.get("input_size") and not onnx.get("dynamic_shape"):
+            meta["size"] = onnx["input_size"]
+        return {**meta, "input_size": onnx.get("input_size"), "dynamic_shape": onnx.get("dynamic_shape")}
 
     def _check(self, x: np.ndarray) -> None:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ExportError(f"{self.path.name}: expected images [N,3,H,W], got {list(x.shape)}")
-        for dim, name in ((2, "height"), (3, "width")):
-            want = self.input_shape[dim]
-            if isinstance(want, int) and want != x.shape[dim]:
-                raise ExportError(f"{self.path.name} was exported for {self.input_shape[2]}x"
-                                  f"{self.input_shape[3]} inputs, got {name} {x.shape[dim]}; resize "
-                                  "the input or export with --dynamic-shape")
+        if any(isinstance(w, int) and w != n for w, n in zip(self.input_shape[2:], x.shape[2:])):
+            raise ExportError(f"{self.path.name} was exported for {self.input_shape[2]}x"
+                              f"{self.input_shape[3]} inputs, got {x.shape[2]}x{x.shape[3]}; resize "
+                              "the input or export with --dynamic-shape")
 
     def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         if isinstance(images, torch.Tensor):
@@ -248,10 +228,7 @@ def _embed_onnx_metadata(path: Path, doc: dict) -> None:
     """Store the sidecar JSON in the model's ``metadata_props`` (graph untouched)."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
-    keep = [p for p in proto.metadata_props if p.key != "segkd"]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(keep)
+    proto = onnx.load(str(path), load_external_data=False)  # a fresh export: no "segkd" key yet
     proto.metadata_props.add(key="segkd", value=json.dumps(doc))
     onnx.save(proto, str(path))
 
@@ -270,7 +247,8 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, opset: int = 
     model, meta, ckpt = model_from_checkpoint(str(checkpoint_path))
     net = _LogitsOnly(model).eval()
     size = tuple(size) if size else (_config_size(ckpt) or (512, 512))
-    meta = _export_meta(meta, ckpt["model"], _config_size(ckpt) if dynamic_shape else size)
+    base = _describe(ckpt, meta, _config_size(ckpt))
+    meta = base["meta"]
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     batch = 2 if dynamic_shape else 1
@@ -281,8 +259,6 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, opset: int = 
     parity["passed"] = bool(parity["rel_err"] <= tolerance)
     info = {"file": out.name, "opset": opset, "input_size": list(size),
             "dynamic_shape": dynamic_shape, "exporter": exporter, "parity": parity}
-    base = {"model": _jsonable(ckpt["model"]), "replacements": _jsonable(ckpt.get("replacements") or []),
-            "meta": meta}
     doc = _write_sidecar(out, base, "onnx", info)
     _embed_onnx_metadata(out, doc)
     if not parity["passed"]:
@@ -317,8 +293,7 @@ def export_safetensors(checkpoint_path: str | Path, out_path: str | Path) -> dic
     tensors, aliases = _dedupe(model.state_dict())
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    base = {"model": _jsonable(ckpt["model"]), "replacements": _jsonable(ckpt.get("replacements") or []),
-            "meta": _export_meta(meta, ckpt["model"], _config_size(ckpt))}
+    base = _describe(ckpt, meta, _config_size(ckpt))
     info = {"file": out.name, "aliases": aliases, "tensors": len(tensors)}
     doc = _write_sidecar(out, base, "safetensors", info)
     save_file(tensors, str(out), metadata={"segkd": json.dumps({**base, "format": EXPORT_FORMAT,
@@ -365,7 +340,7 @@ def load_predictor(path: str | Path, device: str = "cpu"
         model, meta = load_safetensors_model(path)
     else:
         model, meta, ckpt = model_from_checkpoint(str(path))
-        meta = _export_meta(meta, ckpt["model"], _config_size(ckpt))
+        meta = _describe(ckpt, meta, _config_size(ckpt))["meta"]
     net = _LogitsOnly(model).to(device).eval()
 
     def fwd(x: torch.Tensor) -> torch.Tensor:
@@ -435,12 +410,11 @@ def compare_models(teacher_path: str, student_path: str, size: Size | None = Non
                    device: str = "cpu", data_root: str | None = None, dataset: str | None = None,
                    split: str = "val", onnx: bool = False) -> list[dict]:
     """Teacher vs student: params, GFLOPs (2 x MACs) at ``size``, PyTorch latency (ms, batch 1),
-    onnxruntime latency (an .onnx path, or ``onnx=True`` to export a temporary one) and mIoU
-    (when ``data_root`` is given). Returns one dict per model."""
+    onnxruntime latency (``onnx=True`` or an .onnx path: a checkpoint is then exported to a
+    temporary .onnx) and mIoU (when ``data_root`` is given). Returns one dict per model, both
+    with the same keys: name, path, params, gflops, latency_ms[, onnx_latency_ms][, miou]."""
     size = tuple(size) if size else (512, 512)
+    onnx = onnx or any(str(p).endswith(".onnx") for p in (teacher_path, student_path))
     return [_compare_row(name, str(p), size, device, onnx, data_root, dataset, split)
             for name, p in (("teacher", teacher_path), ("student", student_path))]
 
-
-__all__ = ["ExportError", "OnnxPredictor", "compare_models", "export_onnx", "export_safetensors",
-           "load_predictor", "load_safetensors_model", "onnx_latency", "sidecar_path", "smooth_image"]

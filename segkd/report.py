@@ -210,7 +210,15 @@ def describe(rows: list[dict]) -> str:
 
 
 # ------------------------------------------------------------------------------ table output
-_HEAD = ["Model", "Params (M)", "Seeds", "Train", "Val", "Test"]
+_SHORT = {"mIoU": "mIoU", "per_image_iou": "IoU (per-image)", "pixel_acc": "pixel acc",
+          "mean_acc": "mean acc"}
+
+
+def _head(rows: list[dict]) -> list[str]:
+    """Column titles, e.g. 'Val mIoU' or 'Val IoU (per-image)'."""
+    metric = rows[0]["metric"] if rows else "mIoU"
+    label = _SHORT.get(metric, metric)
+    return ["Model", "Params (M)", "Seeds"] + [f"{s.capitalize()} {label}" for s in SPLITS]
 
 
 def _cells(row: dict) -> list[str]:
@@ -225,8 +233,9 @@ def markdown_table(rows: list[dict]) -> str:
     for r in rows:
         sections.setdefault((r["method"], r["fraction"]), []).append(r)
     for (method, frac), items in sections.items():
-        lines += [f"### {method}, fraction {frac:g}", "", "| " + " | ".join(_HEAD) + " |",
-                  "| " + " | ".join("---" for _ in _HEAD) + " |"]
+        head = _head(items)
+        lines += [f"### {method}, fraction {frac:g}", "", "| " + " | ".join(head) + " |",
+                  "| " + " | ".join("---" for _ in head) + " |"]
         lines += ["| " + " | ".join(_cells(r)) + " |" for r in items]
         lines.append("")
     return "\n".join(lines)
@@ -247,7 +256,7 @@ def _csv_rows(rows: list[dict]) -> list[list[Any]]:
 
 def rich_table(rows: list[dict]) -> Table:
     table = Table(title="results", caption=describe(rows))
-    for col in ["Method", "Fraction"] + _HEAD:
+    for col in ["Method", "Fraction"] + _head(rows):
         table.add_column(col, justify="left" if col in ("Method", "Model") else "right")
     for r in rows:
         table.add_row(r["method"], f"{r['fraction']:g}", *_cells(r))
@@ -282,7 +291,8 @@ def _class_means(group: list[dict], split: str = "val") -> list[Optional[float]]
 def per_class_table(runs: list[dict], split: str = "val") -> str:
     """Markdown: per-class IoU (mean over seeds) of each group; one table per class list."""
     tables: dict[tuple[str, ...], list[str]] = {}
-    for (model, method, frac), group in sorted(group_runs(runs).items()):
+    groups = sorted(group_runs(runs).items(), key=lambda kv: (kv[0][1], -kv[0][2], kv[0][0]))
+    for (model, method, frac), group in groups:
         means = _class_means(group, split)
         classes = tuple(group[0]["summary"].get("classes") or [f"class {i}" for i in range(len(means))])
         cells = [_fmt(means[i]) if i < len(means) else DASH for i in range(len(classes))]
@@ -316,7 +326,7 @@ def plot_size_vs_miou(rows: list[dict], path: str | Path) -> Path:
         x, y, e = zip(*sorted(pts))
         ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=label)
     ax.set_xlabel("student parameters (M)")
-    ax.set_ylabel(f"val {rows[0]['metric'] if rows else 'mIoU'}")
+    ax.set_ylabel(f"val {_SHORT.get(rows[0]['metric'], rows[0]['metric']) if rows else 'mIoU'}")
     ax.grid(alpha=0.3)
     if series:
         ax.legend(fontsize=8)

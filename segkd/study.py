@@ -264,8 +264,9 @@ def run_arm(arm: Arm, study: str, extra: list[str]) -> str:
 
 def status_table(spec: StudySpec, arms: list[Arm]) -> Table:
     table = Table(title=f"study {spec.name}: {len(arms)} run(s)")
-    for col in ("method", "encoder", "fraction", "seed", "status", "run directory"):
+    for col in ("method", "encoder", "fraction", "seed", "status"):
         table.add_column(col)
+    table.add_column("run directory", overflow="fold")
     colour = {"done": "green", "partial": "yellow", "todo": "white"}
     for a in arms:
         table.add_row(a.method, a.encoder or "-", f"{a.fraction:g}", str(a.seed),

@@ -68,10 +68,18 @@ def _torch_logits(ckpt: Path, x: torch.Tensor) -> np.ndarray:
         return model(x).numpy()
 
 
+@pytest.fixture(scope="module")
+def exported(ckpts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    """Each checkpoint exported once to a fixed-size ONNX -> {name: (path, info)}."""
+    root = tmp_path_factory.mktemp("onnx")
+    # size comes from the checkpoint's data.size
+    return {name: (root / f"{name}.onnx", export_onnx(ckpt, root / f"{name}.onnx"))
+            for name, ckpt in ckpts.items()}
+
+
 @pytest.mark.parametrize("name", list(SPECS))
-def test_onnx_export_parity(ckpts: dict[str, Path], tmp_path: Path, name: str) -> None:
-    out = tmp_path / f"{name}.onnx"
-    info = export_onnx(ckpts[name], out)  # size from the checkpoint's data.size
+def test_onnx_export_parity(ckpts: dict[str, Path], exported: dict[str, tuple], name: str) -> None:
+    out, info = exported[name]
     assert out.is_file() and info["input_size"] == list(SIZE) and info["parity"]["passed"]
     assert info["parity"]["rel_err"] < 1e-4 and info["parity"]["checks"][0]["batch"] == 2
     print(f"{name}: max abs {info['parity']['max_abs_err']:.3g} rel {info['parity']['rel_err']:.3g}")
@@ -131,9 +139,8 @@ def test_safetensors_shared_weights(tmp_path: Path) -> None:
     assert tensors["c"].is_contiguous() and tensors["c"].data_ptr() != w.data_ptr()
 
 
-def test_load_predictor_pt_and_onnx(ckpts: dict[str, Path], tmp_path: Path) -> None:
-    onnx_path = tmp_path / "d.onnx"
-    export_onnx(ckpts["deeplab"], onnx_path, dynamic_shape=True)
+def test_load_predictor_pt_and_onnx(ckpts: dict[str, Path], exported: dict[str, tuple]) -> None:
+    onnx_path = exported["deeplab"][0]
     x = smooth_image(2, SIZE, META["mean"], META["std"], seed=1)
     outs = []
     for path in (ckpts["deeplab"], onnx_path):
@@ -145,8 +152,9 @@ def test_load_predictor_pt_and_onnx(ckpts: dict[str, Path], tmp_path: Path) -> N
     torch.testing.assert_close(outs[0], outs[1], atol=1e-4, rtol=1e-4)
 
 
-def test_compare_models(ckpts: dict[str, Path], tmp_path: Path) -> None:
-    rows = compare_models(str(ckpts["unet"]), str(ckpts["cheap"]), size=SIZE, onnx=True)
+def test_compare_models(ckpts: dict[str, Path], exported: dict[str, tuple]) -> None:
+    # an .onnx student: its architecture comes from the sidecar, the teacher is exported on the fly
+    rows = compare_models(str(ckpts["unet"]), str(exported["cheap"][0]), size=SIZE)
     assert [r["name"] for r in rows] == ["teacher", "student"]
     assert rows[1]["params"] < rows[0]["params"] and rows[1]["gflops"] < rows[0]["gflops"]
     assert all(r["latency_ms"] > 0 and r["onnx_latency_ms"] > 0 for r in rows)
@@ -187,11 +195,13 @@ def test_malicious_checkpoint_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="refusing"):
         export_onnx(evil, tmp_path / "x.onnx")
     assert not marker.exists()
+    env = {**os.environ, "COLUMNS": "1000"}  # rich wraps long lines at 80 columns without a tty
     proc = subprocess.run([str(SEGKD), "export", str(evil), "--onnx", str(tmp_path / "x.onnx")],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode != 0 and "refusing" in proc.stderr
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
-    assert proc.stderr.strip().startswith("error:")
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     assert not marker.exists() and not (tmp_path / "x.onnx").exists()
     # the payload is live: an unsafe load would have executed it
     torch.load(evil, weights_only=False)

@@ -119,6 +119,7 @@ def test_markdown_and_csv(tmp_path, three_seeds):
     paths = write_tables(rows, tmp_path / "out", Console(file=open(tmp_path / "log.txt", "w")))
     md = paths["markdown"].read_text()
     assert "population std (ddof=0" in md and "dataset-level mIoU" in md
+    assert "| Model | Params (M) | Seeds | Train mIoU | Val mIoU | Test mIoU |" in md
     assert "### scratch, fraction 1" in md and "### kd, fraction 1" in md
     assert "| unet-kd_resnet10 | 5.00 | 3 | 0.7000 ± 0.0816 | 0.6000 ± 0.0816 | — |" in md
     assert "| unet-kd_resnet10 | 5.00 | 2 | — | 0.3000 ± 0.1000 | 0.2000 ± 0.1000 |" in md

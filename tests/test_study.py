@@ -132,10 +132,10 @@ def test_existing_teacher_checkpoint_is_injected(setup):
     assert f"teacher.checkpoint={json.dumps(str((root / 't.pt').resolve()))}" in kd["overrides"]
 
 
-def test_keep_going_collects_failures(setup):
+def test_keep_going_collects_failures(setup, monkeypatch):
     root, spec, _ = setup
     fake = FakeTrainer(fail_on="kd_resnet18")
-    study_mod.run_training = fake  # restored by monkeypatch at teardown
+    monkeypatch.setattr(study_mod, "run_training", fake)
     spec.update(fractions=[1.0], seeds=[0])
     with pytest.raises(SegkdError, match="2 run"):
         run_study(_write_spec(root, spec), keep_going=True, report=False, console=_quiet(root))

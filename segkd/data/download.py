@@ -42,6 +42,11 @@ TIMEOUT = 60.0
 console = Console()
 
 
+def say(message: str) -> None:
+    """Print a plain line (no rich markup: paths and errors may hold brackets)."""
+    console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
 @dataclass(frozen=True)
 class Archive:
     """One downloadable archive: its file name, URLs (first = official, then mirrors), sha256."""
@@ -147,7 +152,7 @@ def _transfer_with_retries(url: str, part: Path, retries: int, backoff: float, s
         except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, resets, _Incomplete
             error = e
         size = part.stat().st_size if part.is_file() else 0
-        console.print(f"  attempt {attempt}/{retries} failed: {error} ({size} bytes kept in {part.name})")
+        say(f"  attempt {attempt}/{retries} failed: {error} ({size} bytes kept in {part.name})")
         if attempt < retries:
             time.sleep(backoff * attempt)
     raise error
@@ -162,13 +167,13 @@ def fetch(urls: tuple[str, ...] | list[str], dest: Path, sha256: str | None = No
     """
     dest = Path(dest)
     if dest.is_file() and (sha256 is None or sha256_of(dest) == sha256):
-        console.print(f"using existing {dest}")
+        say(f"using existing {dest}")
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     failures = []
     for url in urls:
-        console.print(f"downloading {url}")
+        say(f"downloading {url}")
         try:
             _transfer_with_retries(url, part, retries, backoff, progress)
         except (OSError, http.client.HTTPException) as e:
@@ -181,7 +186,7 @@ def fetch(urls: tuple[str, ...] | list[str], dest: Path, sha256: str | None = No
                             f"(deleted {part.name})")
             continue
         if sha256 is None:
-            console.print(f"sha256 of {dest.name}: {actual} (no known checksum to compare with)")
+            say(f"sha256 of {dest.name}: {actual} (no known checksum to compare with)")
         part.replace(dest)
         return dest
     kept = f"; partial data kept in {part} (a rerun resumes it)" if part.is_file() else ""
@@ -223,7 +228,7 @@ def extract(archive: Path, dest: Path, select: Callable[[str], str | None] | Non
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    console.print(f"extracting {archive.name} -> {dest}")
+    say(f"extracting {archive.name} -> {dest}")
     count = 0
     for name, open_member in _members(archive):
         _safe_target(dest, name)
@@ -273,7 +278,7 @@ def _report_layout(name: str, root: Path) -> None:
     """Print the split sizes, flagging any that differ from the official release."""
     for split, n in check_layout(name, root).items():
         note = "" if n == EXPECTED[name][split] else f" (the official release has {EXPECTED[name][split]})"
-        console.print(f"  {name}/{split}: {n} images{note}")
+        say(f"  {name}/{split}: {n} images{note}")
 
 
 def _fetch_archive(name: str, root: Path, base_url: str | None, sha256: str | None,
@@ -308,7 +313,7 @@ def _cityscapes(root: Path, keep_archive: bool) -> Path:
     """Extract the two zips if they are in ``root``; otherwise print what to fetch."""
     zips = [root / z for z in CITYSCAPES_ZIPS]
     if not all(z.is_file() for z in zips):
-        console.print(cityscapes_instructions(root))
+        say(cityscapes_instructions(root))
         return root
     for z in zips:
         extract(z, root, lambda n: n if n.startswith(("leftImg8bit/", "gtFine/")) else None)
@@ -373,12 +378,12 @@ def download(name: str, root: str | Path, base_url: str | None = None, *,
         return _cityscapes(root, keep_archive)
     data_root = root / "camvid" if name == "camvid" else root / "VOCdevkit" / "VOC2012"
     if not force and _loads(name, root):
-        console.print(f"{name} is already in {data_root} (use --force to fetch it again)")
+        say(f"{name} is already in {data_root} (use --force to fetch it again)")
     else:
         steps = {"camvid": _camvid, "voc": _voc, "sbd": _sbd}
         steps[name](root, base_url, sha256, keep_archive,
                     {"retries": retries, "backoff": backoff, "progress": progress})
     _report_layout(name, root)
     check = f"{name} --root {data_root}" if name != "sbd" else f"voc --root {data_root} --set sbd=true"
-    console.print(f"ready: {data_root}  (check it with `segkd prepare {check}`)")
+    say(f"ready: {data_root}  (check it with `segkd prepare {check}`)")
     return data_root

@@ -11,14 +11,13 @@ from typing import Callable
 
 import numpy as np
 from PIL import Image
-from rich.console import Console
 from rich.progress import track
 
+from segkd.data.download import console, say
 from segkd.data.voc import read_id_list
 from segkd.errors import DataError, SegkdError
 
 MaskReader = Callable[[Path], np.ndarray]
-console = Console()
 
 
 def sbd_mask_reader() -> MaskReader:
@@ -68,7 +67,7 @@ def build_train_aug(voc: Path, sbd: Path, read_mask: MaskReader) -> list[str]:
     ids = train_aug_ids(voc, sbd)
     no_image = {i for i in ids if not (voc / "JPEGImages" / f"{i}.jpg").is_file()}
     if no_image:
-        console.print(f"warning: {len(no_image)} SBD ids have no VOC image, left out: {sorted(no_image)[:5]}")
+        say(f"warning: {len(no_image)} SBD ids have no VOC image, left out: {sorted(no_image)[:5]}")
         ids = [i for i in ids if i not in no_image]
     out = voc / "SegmentationClassAug"
     out.mkdir(exist_ok=True)
@@ -84,5 +83,5 @@ def build_train_aug(voc: Path, sbd: Path, read_mask: MaskReader) -> list[str]:
         raise DataError(f"{len(missing)} train_aug ids have neither {voc / 'SegmentationClass'}/<id>.png "
                         f"nor {sbd / 'cls'}/<id>.mat: {missing[:5]}")
     (voc / "ImageSets" / "Segmentation" / "train_aug.txt").write_text("\n".join(ids) + "\n")
-    console.print(f"wrote {len(ids)} masks to {out} and ImageSets/Segmentation/train_aug.txt")
+    say(f"wrote {len(ids)} masks to {out} and ImageSets/Segmentation/train_aug.txt")
     return ids

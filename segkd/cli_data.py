@@ -1,0 +1,79 @@
+"""``segkd download`` and ``segkd prepare``: getting data in (registered by segkd.cli)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+from rich.console import Console
+
+from .errors import ConfigError
+
+out = Console()
+
+
+def parse_options(options_json: Optional[str], sets: Optional[List[str]]) -> dict[str, Any]:
+    """Dataset options from ``--options '{"k": v}'`` then ``--set k=v`` (values parsed as JSON
+    when they parse, e.g. ``sbd=true``, ``value_map={"0":0,"255":1}``; else kept as strings)."""
+    options: dict[str, Any] = {}
+    if options_json:
+        try:
+            options = json.loads(options_json)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--options is not valid JSON ({e}): {options_json}") from None
+        if not isinstance(options, dict):
+            raise ConfigError(f"--options must be a JSON object, got: {options_json}")
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
+def download_cmd(
+    name: str = typer.Argument(..., help="camvid | voc | sbd | cityscapes"),
+    root: Path = typer.Option(Path("data"), "--root", help="parent folder of the dataset"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="mirror: <URL>/<archive name>"),
+    sha256: Optional[str] = typer.Option(None, "--sha256", help="expected checksum (overrides the table)"),
+    keep_archive: bool = typer.Option(False, "--keep-archive", help="keep the archive after extracting"),
+    force: bool = typer.Option(False, "--force", help="fetch even if the dataset already loads"),
+) -> None:
+    """Download, verify and extract a public dataset (resumable); Cityscapes: what to fetch."""
+    from .data.download import download
+
+    download(name, root, base_url, sha256=sha256, keep_archive=keep_archive, force=force)
+
+
+def prepare_cmd(
+    name: str = typer.Argument(..., help="a registered dataset (segkd list datasets)"),
+    root: Path = typer.Option(..., "--root", help="dataset root, as given to the dataset"),
+    options_json: Optional[str] = typer.Option(None, "--options", help="dataset options as JSON"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", "-s", help="dataset option key=value"),
+    max_masks: int = typer.Option(500, "--max-masks", help="masks decoded per split (0 = all)"),
+    split: Optional[List[str]] = typer.Option(None, "--split", help="only this split (repeatable)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON"),
+) -> None:
+    """Check a dataset tree: pairing, sizes, unreadable files, mask values vs classes.
+
+    Exits with code 1 when the report has errors.
+    """
+    from .data.prepare import prepare, print_report
+
+    report = prepare(name, root, max_masks=max_masks or None, splits=split or None,
+                     **parse_options(options_json, set_))
+    print_report(report, out)
+    if json_out:
+        json_out.write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the data commands to the ``segkd`` app."""
+    app.command("download")(download_cmd)
+    app.command("prepare")(prepare_cmd)

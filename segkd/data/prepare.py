@@ -1,0 +1,377 @@
+"""Check a dataset tree before training: ``prepare(name, root, **options) -> PrepareReport``.
+
+Files are examined directly (no transforms): per split, images and masks are counted and paired,
+every header is read (sizes, unreadable files, image/mask size mismatches), and at most
+``max_masks`` evenly spaced pairs per split are decoded for the mask value histogram. Values are
+compared with the dataset's classes and ignore index (after its label mapping, if any); binary
+0/255 masks and RGB colour masks come with a suggested ``value_map`` / ``palette`` option for the
+"folder" dataset. Every split is also loaded through segkd's own builder, whose error (if any)
+is reported. ``report.ok`` is False when something would break or silently spoil training.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from segkd.data import build_dataset
+from segkd.data.base import read_image, read_raw_mask
+from segkd.data.pairing import SCANNERS, LayoutMeta, Pairing, layout_meta
+from segkd.errors import ConfigError, SegkdError
+from segkd.registry import DATASETS
+
+LOSSY = (".jpg", ".jpeg", ".webp")
+
+
+@dataclass
+class Finding:
+    """One problem or note: level "error" (report not ok), "warning" or "info"."""
+
+    level: str
+    split: str
+    message: str
+
+
+@dataclass
+class SplitReport:
+    """What one split holds. Sizes are (H, W); ``histogram`` is raw mask value -> pixels."""
+
+    split: str
+    images: int = 0
+    masks: int = 0
+    pairs: int = 0
+    images_without_masks: list[str] = field(default_factory=list)
+    masks_without_images: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    size_mismatch: list[str] = field(default_factory=list)
+    size_min: tuple[int, int] | None = None
+    size_max: tuple[int, int] | None = None
+    unlabeled: int = 0  # images a builder lists without a mask (unlabeled datasets)
+    lossy_masks: int = 0
+    masks_checked: int = 0
+    rgb_masks: int = 0
+    histogram: dict[int, int] = field(default_factory=dict)
+    colours: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    load_error: str | None = None
+
+
+@dataclass
+class PrepareReport:
+    """The result of ``prepare``: per-split facts, findings and suggested dataset options."""
+
+    name: str
+    root: str
+    classes: list[str]
+    ignore_index: int
+    splits: list[SplitReport]
+    findings: list[Finding] = field(default_factory=list)
+    suggestions: dict[str, Any] = field(default_factory=dict)
+    label_map: dict[int, int] | None = None  # raw mask value -> id, where the format maps values
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.level == "error" for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (colour keys as "r,g,b")."""
+        d = asdict(self)
+        for s in d["splits"]:
+            s["colours"] = {",".join(map(str, c)): n for c, n in s["colours"].items()}
+        return {**d, "ok": self.ok}
+
+
+# ----------------------------------------------------------------------------- builders
+def _check_options(name: str, options: dict) -> None:
+    """ConfigError naming an option the builder does not take."""
+    params = inspect.signature(DATASETS.get(name)).parameters
+    accepted = sorted(set(params) - {"root", "split", "transform"})
+    for key in options:
+        if key not in accepted and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            raise ConfigError(f"dataset '{name}' has no option '{key}'; options: {', '.join(accepted)}")
+
+
+def _load_splits(name: str, root: Path, splits: list[str], options: dict) -> tuple[dict, dict, LayoutMeta | None]:
+    """Build each split with segkd's builder: (datasets, load errors, metadata of the first)."""
+    datasets, errors, meta = {}, {}, None
+    for split in splits:
+        try:
+            ds = build_dataset(name, root=root, split=None if split == "all" else split, **options)
+        except SegkdError as e:
+            errors[split] = str(e)
+            continue
+        datasets[split] = ds
+        meta = meta or LayoutMeta(ds.classes, ds.ignore_index,
+                             None if ds.lut is None else ds.lut.numpy(), ds.palette)
+    return datasets, errors, meta
+
+
+# ----------------------------------------------------------------------------- file checks
+def _header(path: Path) -> tuple[int, int] | str:
+    """(H, W) from the file header, or the reason it cannot be read."""
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except (OSError, ValueError, SyntaxError) as e:
+        return f"{path}: {e}"
+
+
+def _decode_pair(image: Path, mask: Path) -> tuple[np.ndarray | None, bool, str | None]:
+    """Decode a pair: (mask values [H,W] or packed RGB, is_rgb, error)."""
+    try:
+        read_image(image)
+        raw = read_raw_mask(mask).numpy()
+    except SegkdError as e:
+        return None, False, str(e)
+    if raw.ndim == 3:
+        rgb = raw.astype(np.int64)
+        return (rgb[0] << 16) | (rgb[1] << 8) | rgb[2], True, None
+    return raw, False, None
+
+
+def _sample(pairs: list, limit: int | None) -> list:
+    """At most ``limit`` evenly spaced pairs (all when limit is None / 0 / large enough)."""
+    if not limit or len(pairs) <= limit:
+        return pairs
+    return [pairs[i] for i in np.unique(np.linspace(0, len(pairs) - 1, limit).round().astype(int))]
+
+
+def _scan_sizes(rep: SplitReport, pairs: list[tuple[Path, Path]]) -> None:
+    """Headers of every pair: sizes of images, unreadable files, image/mask size mismatches."""
+    sizes = []
+    for image, mask in pairs:
+        hi, hm = _header(image), _header(mask)
+        rep.unreadable += [h for h in (hi, hm) if isinstance(h, str)]
+        if isinstance(hi, tuple):
+            sizes.append(hi)
+            if isinstance(hm, tuple) and hm != hi:
+                rep.size_mismatch.append(f"{mask} is {hm} but {image.name} is {hi}")
+    if sizes:
+        rep.size_min, rep.size_max = min(sizes), max(sizes)
+
+
+def _scan_values(rep: SplitReport, pairs: list[tuple[Path, Path]], limit: int | None) -> None:
+    """Decode sampled pairs; accumulate the value histogram and the colours of RGB masks."""
+    values, colours = Counter(), Counter()
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        for arr, is_rgb, error in pool.map(lambda p: _decode_pair(*p), _sample(pairs, limit)):
+            if error:
+                rep.unreadable.append(error)
+                continue
+            rep.masks_checked += 1
+            rep.rgb_masks += is_rgb
+            uniq, counts = np.unique(arr, return_counts=True)
+            (colours if is_rgb else values).update(dict(zip(uniq.tolist(), counts.tolist())))
+    rep.histogram = dict(sorted(values.items()))
+    rep.colours = {((c >> 16) & 255, (c >> 8) & 255, c & 255): n for c, n in colours.most_common()}
+
+
+def _scan_split(split: str, pairing: Pairing, limit: int | None) -> SplitReport:
+    pairs, no_mask, no_image = pairing
+    rep = SplitReport(split, images=len(pairs) + len(no_mask), masks=len(pairs) + len(no_image),
+                      pairs=len(pairs), images_without_masks=[str(p) for p in no_mask],
+                      masks_without_images=[str(p) for p in no_image])
+    rep.lossy_masks = sum(m.suffix.lower() in LOSSY for _, m in pairs)
+    _scan_sizes(rep, pairs)
+    _scan_values(rep, pairs, limit)
+    return rep
+
+
+def _generic_split(split: str, ds: Any, limit: int | None) -> SplitReport:
+    """A split of a format without a scanner, from its builder's items (files only)."""
+    pairs = [(i, m) for i, m in ds.items if m is not None and i.is_file()]
+    rep = SplitReport(split, images=len(ds.items), masks=len(pairs), pairs=len(pairs),
+                      unlabeled=sum(m is None for _, m in ds.items))
+    _scan_sizes(rep, pairs)
+    _scan_values(rep, pairs, limit)
+    return rep
+
+
+# ----------------------------------------------------------------------------- findings
+def _examples(items: list[str], k: int = 3) -> str:
+    return ", ".join(items[:k]) + (f" ... ({len(items)} in all)" if len(items) > k else "")
+
+
+def _split_findings(rep: SplitReport) -> list[Finding]:
+    """Pairing, readability, size and count problems of one split."""
+    checks = [
+        ("error", rep.load_error, f"segkd cannot load this split: {rep.load_error}"),
+        ("error", rep.images_without_masks, f"{len(rep.images_without_masks)} image(s) without a mask: "
+                                            f"{_examples(rep.images_without_masks)}"),
+        ("warning", rep.masks_without_images, f"{len(rep.masks_without_images)} mask(s) / listed id(s) "
+                                              f"without an image: {_examples(rep.masks_without_images)}"),
+        ("error", rep.unreadable, f"{len(rep.unreadable)} unreadable file(s): {_examples(rep.unreadable)}"),
+        ("error", rep.size_mismatch, f"{len(rep.size_mismatch)} mask(s) of another size than their "
+                                     f"image: {_examples(rep.size_mismatch)}"),
+        ("error", rep.pairs == 0 and rep.unlabeled == 0, "no image/mask pairs found"),
+        ("warning", rep.lossy_masks, f"{rep.lossy_masks} mask(s) in a lossy format (JPEG/WebP): "
+                                     "compression noise invents label values; use PNG"),
+        ("info", rep.unlabeled, f"{rep.unlabeled} unlabeled image(s)"),
+        ("info", rep.masks_checked < rep.pairs, f"value histogram from {rep.masks_checked} of "
+                                                f"{rep.pairs} masks (max_masks)"),
+    ]
+    return [Finding(level, rep.split, msg) for level, cond, msg in checks if cond]
+
+
+def _ids(values: list[int], meta: LayoutMeta) -> dict[int, int]:
+    """raw mask value -> id the dataset would use (through its lookup table, if any)."""
+    if meta.lut is None:
+        return {v: v for v in values}
+    return {v: int(meta.lut[v]) if 0 <= v < 256 else meta.ignore_index for v in values}
+
+
+def _suggest_value_map(values: set[int], ignore: int) -> dict[int, int]:
+    """Consecutive ids for the raw values seen (0/255 -> {0: 0, 255: 1}); ignore stays ignored."""
+    keep = values if values == {0, 255} or ignore not in values else values - {ignore}
+    return {v: i for i, v in enumerate(sorted(keep))}
+
+
+def _index_findings(report: PrepareReport, meta: LayoutMeta) -> None:
+    """Mask values against the classes and ignore index; value_map suggestion."""
+    n, ignore, add = len(meta.classes), meta.ignore_index, report.findings.append
+    seen: set[int] = set()
+    for rep in report.splits:
+        ids = _ids(list(rep.histogram), meta)
+        seen |= set(ids.values())
+        if rep.histogram and not any(0 <= i < n for i in ids.values()):
+            add(Finding("warning", rep.split, "no labeled pixels in the checked masks (all ignore)"))
+    values = {v for rep in report.splits for v in rep.histogram}
+    ids = _ids(sorted(values), meta)
+    outside = sorted(v for v, i in ids.items() if not 0 <= i < n and i != ignore)
+    binary = meta.lut is None and values == {0, 255} and ignore == 255
+    if not (binary or outside):
+        absent = [c for i, c in enumerate(meta.classes) if i not in seen]
+        if values and absent:
+            add(Finding("info", "*", f"classes not seen in the checked masks: {_examples(absent, 8)}"))
+        return
+    mapping = _suggest_value_map(values, ignore)
+    report.suggestions["value_map"] = mapping
+    where = ", ".join(r.split for r in report.splits if set(r.histogram) & (set(outside) or {255}))
+    how = (f"set the option value_map={mapping}" if report.name == "folder" else
+           f"these masks do not follow the '{report.name}' format (the 'folder' dataset takes "
+           f"value_map={mapping})")
+    if len(mapping) > n:
+        how += f" and give {len(mapping)} classes (classes / num_classes / classes.txt)"
+    what = ("masks hold only 0 and 255, and 255 is the ignore index: every foreground pixel would "
+            "be ignored" if binary else
+            f"mask values {outside[:10]} are outside the classes 0..{n - 1} and not the ignore index {ignore}")
+    add(Finding("error", where, f"{what}; {how}"))
+
+
+def _rgb_findings(report: PrepareReport, meta: LayoutMeta) -> None:
+    """RGB colour masks: palette suggestion, or colours missing from the given palette."""
+    colours = Counter()
+    for rep in report.splits:
+        colours.update(rep.colours)
+    where = ", ".join(r.split for r in report.splits if r.rgb_masks)
+    if not colours:
+        return
+    if meta.palette is not None:
+        unknown = [c for c in colours if c not in {tuple(p) for p in meta.palette}]
+        if unknown:
+            report.findings.append(Finding("error", where, f"mask colours {unknown[:8]} are not in the palette"))
+        return
+    if len(colours) > 256:
+        msg = f"RGB masks with {len(colours)} colours: not colour-coded class masks (lossy compression?)"
+    else:
+        report.suggestions["palette"] = [list(c) for c in sorted(colours)]
+        msg = (f"masks are RGB colour images ({len(colours)} colours), not index masks; convert them, "
+               "or give the 'folder' dataset palette=<suggested palette> (palette[i] = colour of "
+               "class i: reorder it to match your classes)")
+    report.findings.append(Finding("error", where, msg))
+
+
+# ----------------------------------------------------------------------------- entry points
+def prepare(name: str, root: str | Path, *, max_masks: int | None = 500,
+            splits: list[str] | None = None, **options: Any) -> PrepareReport:
+    """Examine dataset ``name`` under ``root`` (builder ``options`` as for build_dataset).
+
+    ``max_masks``: decode at most this many masks per split for the value histogram (None or 0:
+    all). ``splits``: only these splits (default: every split found).
+    """
+    root = Path(root).expanduser()
+    DATASETS.get(name)  # an unknown name raises with suggestions
+    _check_options(name, options)
+    scanner, pairings = SCANNERS.get(name), None
+    if scanner is not None:
+        try:
+            pairings = scanner(root, options) if root.is_dir() else {}
+        except SegkdError:
+            pairings = {}  # the builder's own error explains the layout problem
+    names = list(pairings or []) or (["train"] if scanner else ["train", "val", "test"])
+    names = [s for s in names if splits is None or s in splits] or list(splits or [])
+    datasets, errors, meta = _load_splits(name, root, names, options)
+    if scanner is None and datasets:  # formats without a scanner: keep the splits that load
+        names, errors = [s for s in names if s in datasets], {}
+    reports = []
+    for split in names:
+        if scanner is not None:
+            rep = _scan_split(split, pairings.get(split, ([], [], [])), max_masks)
+        else:
+            rep = _generic_split(split, datasets[split], max_masks) if split in datasets else SplitReport(split)
+        rep.load_error = errors.get(split)
+        reports.append(rep)
+    meta = meta or layout_meta(name, root, options) or LayoutMeta([], 255)
+    report = PrepareReport(name, str(root), meta.classes, meta.ignore_index, reports)
+    if meta.lut is not None:
+        report.label_map = {v: int(i) for v, i in enumerate(meta.lut) if i != meta.ignore_index}
+    for rep in reports:
+        report.findings += _split_findings(rep)
+    _index_findings(report, meta)
+    _rgb_findings(report, meta)
+    return report
+
+
+def _value_rows(report: PrepareReport, limit: int = 40) -> list[tuple[str, str, str, str]]:
+    """(value, meaning, pixels, share) rows of the merged histogram, most frequent first."""
+    hist = Counter()
+    for rep in report.splits:
+        hist.update(rep.histogram)
+    total, n = sum(hist.values()) or 1, len(report.classes)
+    rows = []
+    for v, count in hist.most_common(limit):
+        i = v if report.label_map is None else report.label_map.get(v, report.ignore_index)
+        meaning = (f"{i} {report.classes[i]}" if 0 <= i < n else
+                   "ignore" if i == report.ignore_index else "[red]outside the classes[/red]")
+        rows.append((str(v), meaning, f"{count:,}", f"{100 * count / total:.2f}%"))
+    return rows
+
+
+def print_report(report: PrepareReport, console: Console | None = None) -> None:
+    """Render ``report`` as rich tables: splits, mask values, findings, suggestions, verdict."""
+    console = console or Console()
+    table = Table(title=f"{report.name}: {report.root}")
+    for col in ("split", "images", "masks", "pairs", "no mask", "no img", "bad",
+                "min HxW", "max HxW", "checked"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    size = lambda hw: "-" if hw is None else f"{hw[0]}x{hw[1]}"  # noqa: E731
+    for r in report.splits:
+        table.add_row(escape(r.split), str(r.images), str(r.masks), str(r.pairs), str(len(r.images_without_masks)),
+                      str(len(r.masks_without_images)), str(len(r.unreadable)), size(r.size_min),
+                      size(r.size_max), f"{r.masks_checked}" + (f" ({r.rgb_masks} RGB)" if r.rgb_masks else ""))
+    console.print(table)
+    rows = _value_rows(report)
+    if rows:
+        values = Table(title=f"mask values ({len(report.classes)} classes, ignore {report.ignore_index})")
+        for col in ("value", "id / class", "pixels", "share"):
+            values.add_column(col, justify="left" if col == "id / class" else "right")
+        for row in rows:
+            values.add_row(*row)
+        console.print(values)
+    styles = {"error": "bold red", "warning": "yellow", "info": "dim"}
+    for f in report.findings:
+        console.print(f"[{styles[f.level]}]{f.level}[/] {escape(f'[{f.split}] {f.message}')}", highlight=False)
+    for key, value in report.suggestions.items():
+        console.print(f"suggested option: {key} = {json.dumps(value)}", highlight=False)
+    errors = sum(f.level == "error" for f in report.findings)
+    console.print("[bold green]OK[/]" if report.ok else f"[bold red]NOT OK[/]: {errors} error(s)")
