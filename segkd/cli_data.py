@@ -70,7 +70,7 @@ def prepare_cmd(
     if json_out:
         json_out.write_text(json.dumps(report.to_dict(), indent=2, default=str))
     if not report.ok:
-        raise typer.Exit(1)
+        raise SystemExit(1)  # not typer.Exit: segkd.cli runs click with standalone_mode=False
 
 
 def register(app: typer.Typer) -> None:

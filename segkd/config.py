@@ -54,6 +54,7 @@ class ModelCfg(_Strict):
     num_classes: Optional[int] = None  # default: the dataset's class count
     kwargs: dict[str, Any] = {}
     init_from: Optional[str] = None  # a segkd checkpoint whose model weights initialise this one
+    from_teacher: bool = False  # student = a copy of the teacher (Plug and Play), then `replace`
 
 
 class TeacherCfg(_Strict):
@@ -117,10 +118,17 @@ class SelectCfg(_Strict):
 
 
 class ReplaceCfg(_Strict):
-    paths: list[str]  # module paths or globs of convolutions in the student
+    """Convolutions replaced by cheap blocks at the start of a stage: by ``paths`` (exact or
+    globs) or chosen automatically to reach ``target_params`` / ``target_flops`` (fractions of
+    the current model's) among ``candidates`` (globs; default: every conv k>=3, >=16 channels)."""
+
+    paths: list[str] = []
     block: str = "dwsep"
-    at_epoch: int = 0  # epoch of the stage at whose start the replacement happens
     options: dict[str, Any] = {}
+    target_params: Optional[float] = Field(None, gt=0, lt=1)
+    target_flops: Optional[float] = Field(None, gt=0, lt=1)
+    candidates: Optional[list[str]] = None
+    input_size: tuple[int, int] = (512, 512)  # for FLOPs in the automatic plan
 
 
 class StageCfg(_Strict):

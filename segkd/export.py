@@ -109,10 +109,10 @@ def _read_sidecar(path: Path, embedded: str | None) -> dict:
                           "export it with `segkd export`")
     try:
         doc = json.loads(text)
-    except ValueError as err:
-        raise ExportError(f"{side}: not valid JSON ({err})") from None
-    if doc.get("format") != EXPORT_FORMAT or "model" not in doc:
-        raise ExportError(f"{side}: not a segkd export description (format '{doc.get('format')}')")
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT or "model" not in doc:
+        raise ExportError(f"{side} (or the copy inside {path.name}) is not a segkd export description")
     return doc
 
 
@@ -129,13 +129,9 @@ def smooth_image(batch: int, size: Size, mean: Sequence[float], std: Sequence[fl
 
 def _errors(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """max |a-b| and ||a-b|| / ||b|| (b = reference)."""
-    diff = a.astype(np.float64) - b.astype(np.float64)
-    ref = float(np.linalg.norm(b.astype(np.float64)))
-    return {"max_abs_err": float(np.abs(diff).max()),
-            "rel_err": float(np.linalg.norm(diff) / ref) if ref > 0 else float(np.linalg.norm(diff))}
+    diff, ref = a.astype(np.float64) - b, float(np.linalg.norm(b.astype(np.float64)))
+    return {"max_abs_err": float(np.abs(diff).max()), "rel_err": float(np.linalg.norm(diff)) / (ref or 1.0)}
 
-
-# --------------------------------------------------------------------------- ONNX
 
 def _torch_onnx_export(model: nn.Module, x: torch.Tensor, out: Path, opset: int,
                        dynamic_shape: bool) -> str:
@@ -172,8 +168,7 @@ class OnnxPredictor:
         if not self.path.is_file():
             raise ExportError(f"ONNX model not found: {self.path}")
         opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = threads or 0  # 0: onnxruntime's default
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=list(providers))
         except Exception as err:
@@ -236,14 +231,12 @@ def _embed_onnx_metadata(path: Path, doc: dict) -> None:
 def export_onnx(checkpoint_path: str | Path, out_path: str | Path, opset: int = 17,
                 dynamic_shape: bool = False, size: Size | None = None,
                 tolerance: float = 1e-4) -> dict:
-    """Export a segkd checkpoint to ONNX (input ``image`` [N,3,H,W], output ``logits``) and check it.
+    """Export a checkpoint to ONNX (input ``image`` [N,3,H,W] normalised, output ``logits``), check it.
 
-    ``size`` defaults to the checkpoint's ``data.size`` / ``data.crop``, else 512x512. A fixed
-    export has batch 1; ``dynamic_shape`` makes batch, height and width dynamic (parity is then
-    also checked at a second size). Raises ``ExportError`` when the relative error
-    ``||onnx - torch|| / ||torch||`` exceeds ``tolerance``. Returns the sidecar's ``onnx``
-    section plus ``path`` and ``sidecar``.
-    """
+    ``size``: default ``data.size`` / ``data.crop`` of the checkpoint, else 512x512. A fixed export
+    has batch 1; ``dynamic_shape`` makes batch, height and width dynamic (parity is then also
+    checked at a second size). ``ExportError`` when ``||onnx - torch|| / ||torch|| > tolerance``.
+    Returns the sidecar's ``onnx`` section plus ``path`` and ``sidecar``."""
     model, meta, ckpt = model_from_checkpoint(str(checkpoint_path))
     net = _LogitsOnly(model).eval()
     size = tuple(size) if size else (_config_size(ckpt) or (512, 512))
@@ -267,21 +260,18 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, opset: int = 
     return {**info, "path": str(out), "sidecar": str(sidecar_path(out))}
 
 
-# --------------------------------------------------------------------------- safetensors
-
 def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Contiguous CPU copies with storage unshared; exact duplicates (tied weights) -> aliases."""
     tensors: dict[str, torch.Tensor] = {}
-    aliases: dict[str, str] = {}
-    seen: dict[tuple, str] = {}
+    aliases: dict[str, str] = {}  # dropped key -> kept key
+    seen: dict[tuple, str] = {}  # (storage, offset, shape, stride, dtype) -> first key
     for key, t in state.items():
         t = t.detach().cpu()
         ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
         if t.numel() and ident in seen:
             aliases[key] = seen[ident]
-            continue
-        seen[ident] = key
-        tensors[key] = t.contiguous().clone()
+        else:
+            seen[ident], tensors[key] = key, t.contiguous().clone()
     return tensors, aliases
 
 
@@ -296,15 +286,13 @@ def export_safetensors(checkpoint_path: str | Path, out_path: str | Path) -> dic
     base = _describe(ckpt, meta, _config_size(ckpt))
     info = {"file": out.name, "aliases": aliases, "tensors": len(tensors)}
     doc = _write_sidecar(out, base, "safetensors", info)
-    save_file(tensors, str(out), metadata={"segkd": json.dumps({**base, "format": EXPORT_FORMAT,
-                                                                "version": 1, "safetensors": info})})
-    return {**info, "path": str(out), "sidecar": str(sidecar_path(out)), "model": doc["model"]}
+    save_file(tensors, str(out), metadata={"segkd": json.dumps(doc)})
+    return {**info, "path": str(out), "sidecar": str(sidecar_path(out))}
 
 
 def load_safetensors_model(path: str | Path) -> tuple[nn.Module, dict]:
     """Rebuild the architecture from the sidecar (or embedded) JSON and load the weights strictly."""
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
@@ -312,7 +300,7 @@ def load_safetensors_model(path: str | Path) -> tuple[nn.Module, dict]:
     try:
         with safe_open(str(path), framework="pt") as f:
             embedded = (f.metadata() or {}).get("segkd")
-        state = load_file(str(path))
+            state = {key: f.get_tensor(key) for key in f.keys()}
     except Exception as err:
         raise ExportError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
     doc = _read_sidecar(path, embedded)
@@ -322,8 +310,6 @@ def load_safetensors_model(path: str | Path) -> tuple[nn.Module, dict]:
     load_state(model, state, str(path))
     return model.eval(), doc.get("meta", {})
 
-
-# --------------------------------------------------------------------------- predictors
 
 def load_predictor(path: str | Path, device: str = "cpu"
                    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]:
@@ -349,24 +335,16 @@ def load_predictor(path: str | Path, device: str = "cpu"
     return fwd, meta
 
 
-# --------------------------------------------------------------------------- comparison
-
 def onnx_latency(onnx_path: str | Path, size: Size, batch: int = 1, warmup: int = 3,
                  iters: int = 10) -> dict[str, float]:
     """onnxruntime CPU latency of one ``[batch,3,H,W]`` forward, as many threads as torch uses."""
     import statistics
-    import time
+    import timeit
 
     pred = OnnxPredictor(onnx_path, threads=torch.get_num_threads())
     x = np.random.default_rng(0).standard_normal((batch, 3, *size)).astype(np.float32)
-    times = []
-    for i in range(warmup + iters):
-        start = time.perf_counter()
-        pred(x)
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1e3)
-    return {"mean_ms": statistics.fmean(times),
-            "std_ms": statistics.stdev(times) if len(times) > 1 else 0.0}
+    times = [t * 1e3 for t in timeit.repeat(lambda: pred(x), number=1, repeat=warmup + iters)[warmup:]]
+    return {"mean_ms": statistics.fmean(times), "std_ms": statistics.pstdev(times)}
 
 
 def _miou(path: str, data_root: str, dataset: str | None, split: str, size: Size) -> float:

@@ -67,7 +67,7 @@ def server(monkeypatch):
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.files, srv.cuts, srv.requests, srv.honour_range = {}, {}, [], True
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield srv
     srv.shutdown()
@@ -182,6 +182,25 @@ def test_existing_part_file_is_resumed(camvid_server):
     part.write_bytes(data[:100])
     _get(camvid_server, data=data)
     assert camvid_server.requests == [(CAMVID_ZIP, "bytes=100-")]
+
+
+def test_complete_part_file_is_verified_without_a_transfer(camvid_server):
+    data = _camvid_zip()
+    part = camvid_server.root / "downloads" / f"{CAMVID_ZIP}.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data)
+    _get(camvid_server, data=data)  # the server answers 416 (nothing left), the checksum passes
+    assert camvid_server.requests == [(CAMVID_ZIP, f"bytes={len(data)}-")]
+    assert (camvid_server.root / "camvid" / "train").is_dir()
+
+
+def test_oversized_part_file_starts_over(camvid_server):
+    data = _camvid_zip()
+    part = camvid_server.root / "downloads" / f"{CAMVID_ZIP}.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data + b"junk")
+    _get(camvid_server, data=data)
+    assert [r for _, r in camvid_server.requests] == [f"bytes={len(data) + 4}-", None]
 
 
 def test_server_ignoring_range_restarts_from_zero(camvid_server):
@@ -308,11 +327,12 @@ def test_cityscapes_prints_what_to_fetch(tmp_path):
 
 def test_cityscapes_zips_in_root_are_extracted(tmp_path):
     prefix = "aachen_000000_000019"
-    (tmp_path / "leftImg8bit_trainvaltest.zip").write_bytes(_zip({
-        f"leftImg8bit/{s}/aachen/{prefix}_leftImg8bit.png": _png(np.zeros((H, W, 3))) for s in ("train", "val")}
-        | {"README": b"license"}))
-    (tmp_path / "gtFine_trainvaltest.zip").write_bytes(_zip({
-        f"gtFine/{s}/aachen/{prefix}_gtFine_labelIds.png": _png(np.full((H, W), 7)) for s in ("train", "val")}))
+    images = {f"leftImg8bit/{s}/aachen/{prefix}_leftImg8bit.png": _png(np.zeros((H, W, 3)))
+              for s in ("train", "val")}
+    labels = {f"gtFine/{s}/aachen/{prefix}_gtFine_labelIds.png": _png(np.full((H, W), 7))
+              for s in ("train", "val")}
+    (tmp_path / "leftImg8bit_trainvaltest.zip").write_bytes(_zip({**images, "README": b"license"}))
+    (tmp_path / "gtFine_trainvaltest.zip").write_bytes(_zip(labels))
     assert dl.download("cityscapes", tmp_path) == tmp_path
     ds = build_dataset("cityscapes", root=tmp_path, split="val")
     assert ds[0]["mask"].unique().tolist() == [0] and not (tmp_path / "README").exists()

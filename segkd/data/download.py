@@ -122,9 +122,12 @@ def _transfer(url: str, part: Path, show: bool) -> None:
     try:
         resp = urlopen(Request(url, headers=headers), timeout=TIMEOUT)
     except HTTPError as e:
-        if e.code == 416 and start:  # nothing left to send: the part is already whole
-            return
-        raise
+        if e.code != 416 or not start:
+            raise
+        if e.headers.get("Content-Range", "").rpartition("/")[2] == str(start):
+            return  # nothing left to send: the part is already whole
+        part.unlink()
+        raise _Incomplete("the partial file does not fit the remote file; starting over") from None
     with resp:
         if start and (resp.status != 206 or _range_start(resp) != start):
             start = 0  # the server ignored the Range request: start over
@@ -142,6 +145,7 @@ def _transfer(url: str, part: Path, show: bool) -> None:
 
 def _transfer_with_retries(url: str, part: Path, retries: int, backoff: float, show: bool) -> None:
     """``_transfer`` up to ``retries`` times, resuming; client errors (404, ...) are not retried."""
+    retries = max(1, retries)
     for attempt in range(1, retries + 1):
         try:
             return _transfer(url, part, show)
@@ -166,9 +170,11 @@ def fetch(urls: tuple[str, ...] | list[str], dest: Path, sha256: str | None = No
     Raises DataError listing every URL tried and why it failed.
     """
     dest = Path(dest)
-    if dest.is_file() and (sha256 is None or sha256_of(dest) == sha256):
-        say(f"using existing {dest}")
-        return dest
+    if dest.is_file():
+        if sha256 is None or sha256_of(dest) == sha256:
+            say(f"using existing {dest}")
+            return dest
+        say(f"existing {dest} has the wrong sha256: downloading it again")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     failures = []

@@ -33,7 +33,8 @@ def _match(images: dict[str, Path], masks: dict[str, Path]) -> Pairing:
             [masks[k] for k in sorted(masks) if k not in images])
 
 
-def _match_listed(ids: list[str], image_for: Callable[[str], Path], mask_for: Callable[[str], Path]) -> Pairing:
+def _match_listed(ids: list[str], image_for: Callable[[str], Path],
+                  mask_for: Callable[[str], Path]) -> Pairing:
     """Pair listed ids; a listed id without an image counts as a mask without image."""
     images = {i: image_for(i) for i in ids if image_for(i).is_file()}
     masks = {i: mask_for(i) for i in ids if mask_for(i).is_file()}

@@ -24,13 +24,24 @@ def model_spec(cfg: ModelCfg, num_classes: int) -> dict[str, Any]:
 
 
 def apply_replacements(model: nn.Module, replacements: list[dict]) -> list[dict]:
-    """Apply cheap-conv replacements ``[{paths, block, options}]`` in order; return records."""
-    from ..models.cheap import replace_convs, resolve_paths
+    """Apply cheap-conv replacements ``[{paths, block, options, target_*}]`` in order; a
+    replacement with a target and no paths is planned by ``auto_plan``. Returns records."""
+    from ..models.cheap import auto_plan, replace_convs, resolve_paths
 
     records = []
     for r in replacements:
-        paths = resolve_paths(model, list(r["paths"]))
-        records += replace_convs(model, paths, r.get("block", "dwsep"), **r.get("options", {}))
+        opts = r.get("options", {})
+        if not r.get("paths"):
+            if not (r.get("target_params") or r.get("target_flops")):
+                raise ConfigError("a replacement needs `paths` or `target_params`/`target_flops`")
+            plan = auto_plan(model, target_params=r.get("target_params"),
+                             target_flops=r.get("target_flops"),
+                             input_size=tuple(r.get("input_size", (512, 512))),
+                             block=r.get("block", "dwsep"), candidates=r.get("candidates"), **opts)
+            paths = plan["paths"]
+        else:
+            paths = resolve_paths(model, list(r["paths"]))
+        records += replace_convs(model, paths, r.get("block", "dwsep"), **opts)
     return records
 
 
@@ -84,21 +95,26 @@ def _raw_state(path: str) -> dict:
 
 
 def build_teacher(cfg: TeacherCfg, num_classes: int) -> tuple[nn.Module, dict]:
-    """The frozen teacher from a segkd checkpoint, or an architecture plus a weights file."""
+    """The frozen teacher from a segkd checkpoint, or an architecture plus a weights file.
+
+    Returns (teacher, info) with info = {"spec", "replacements", "meta"} (how to rebuild it).
+    """
     if cfg.checkpoint:
-        teacher, meta, _ = model_from_checkpoint(cfg.checkpoint)
+        teacher, meta, ckpt = model_from_checkpoint(cfg.checkpoint)
+        info = {"spec": ckpt["model"], "replacements": list(ckpt.get("replacements") or []), "meta": meta}
     elif cfg.model is not None:
-        teacher = build_from_spec(model_spec(cfg.model, num_classes), pretrained=cfg.model.pretrained)
-        meta = {}
+        spec = model_spec(cfg.model, num_classes)
+        teacher = build_from_spec(spec, pretrained=cfg.model.pretrained)
         if cfg.weights:
             load_state(teacher, _raw_state(cfg.weights), cfg.weights)
+        info = {"spec": spec, "replacements": [], "meta": {}}
     else:
         raise ConfigError("teacher: give `checkpoint` or `model` (+ `weights`)")
     teacher.requires_grad_(False).eval()
-    n = meta.get("num_classes")
+    n = info["meta"].get("num_classes")
     if n is not None and n != num_classes:
         raise ConfigError(f"teacher has {n} classes but the data/student have {num_classes}")
-    return teacher, meta
+    return teacher, info
 
 
 def stage_terms(stage: StageCfg) -> list[Term]:

@@ -33,7 +33,8 @@ class Engine:
     def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False) -> None:
         self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
         self.fabric = make_fabric(cfg.trainer)
-        self.replacements: list[dict] = []
+        self.replacements: list[dict] = []  # exact paths, in order: rebuilds the architecture
+        self.replaced_records: list[dict] = []  # per-conv params before/after (for reports)
         self.progress = {"stage": 0, "epoch": 0, "step": 0, "best": None, "best_epoch": None,
                          "replaced_upto": 0, "images": 0, "train_time": 0.0}
         self.history: list[dict] = []
@@ -55,13 +56,24 @@ class Engine:
         if cfg.model.num_classes and cfg.model.num_classes != n_cls:
             raise ConfigError(f"model.num_classes = {cfg.model.num_classes} but dataset "
                               f"'{cfg.data.name}' has {n_cls} classes")
-        self.spec = model_spec(cfg.model, n_cls)
-        student = build_from_spec(self.spec, pretrained=cfg.model.pretrained)
+        teacher, t_info = build_teacher(cfg.teacher, n_cls) if cfg.teacher else (None, None)
+        if cfg.model.from_teacher:  # Plug and Play: the student starts as a copy of the teacher
+            if teacher is None:
+                raise ConfigError("model.from_teacher needs a `teacher:` section")
+            self.spec = t_info["spec"]
+            student = build_from_spec(self.spec, t_info["replacements"])
+            student.load_state_dict(teacher.state_dict())
+            self.replacements = list(t_info["replacements"])
+        else:
+            self.spec = model_spec(cfg.model, n_cls)
+            student = build_from_spec(self.spec, pretrained=cfg.model.pretrained)
         if cfg.model.init_from:
             load_state(student, model_from_checkpoint(cfg.model.init_from)[0].state_dict(),
                        cfg.model.init_from)
-        teacher = build_teacher(cfg.teacher, n_cls)[0] if cfg.teacher else None
-        ckpt = self._load_resume(student) if self.resume else None
+        ckpt = None
+        if self.resume:  # rebuild the architecture the checkpoint's plan produced, then load
+            ckpt = load_checkpoint(self.run_dir / "last.pt")
+            student = self._load_resume(ckpt)
         if self.fabric.world_size > 1 and cfg.trainer.sync_bn and self.fabric.device.type == "cuda":
             student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
         self.meta = {"classes": self.data.classes, "num_classes": n_cls, "mean": list(self.data.mean),
@@ -76,15 +88,14 @@ class Engine:
         self.logger = RunLogger(self.run_dir, f.is_global_zero, cfg.trainer.progress)
         return ckpt
 
-    def _load_resume(self, student: torch.nn.Module) -> dict:
-        ckpt = load_checkpoint(self.run_dir / "last.pt")
+    def _load_resume(self, ckpt: dict) -> torch.nn.Module:
+        self.spec = ckpt["model"]
         self.replacements = list(ckpt.get("replacements", []))
-        if self.replacements:
-            apply_replacements(student, self.replacements)
+        student = build_from_spec(self.spec, self.replacements)
         load_state(student, ckpt["state_dict"], str(self.run_dir / "last.pt"))
         self.progress.update(ckpt["progress"])
         self.history = list(ckpt.get("history", []))
-        return ckpt
+        return student
 
     def _probe(self) -> torch.Tensor:
         h, w = self.cfg.data.crop or self.cfg.data.size or (64, 64)
@@ -97,6 +108,7 @@ class Engine:
                 recs = apply_replacements(d.student, [r.model_dump()])
                 self.replacements.append({"paths": [x["path"] for x in recs], "block": r.block,
                                           "options": r.options})
+                self.replaced_records += recs
             d.student.to(self.fabric.device)
             self.progress["replaced_upto"] = si + 1
         set_trainable(d.student, stage.trainable, stage.frozen)
