@@ -240,9 +240,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
+                if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
                     raise ConfigError(f"--set {key}: '{part}' is not an index of a {len(node)}-item list")
-                part = int(part)
+                part = int(part)  # negative indices count from the end (stages.-1 = last stage)
             if last:
                 node[part] = yaml.safe_load(value)
             else:

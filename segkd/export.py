@@ -357,8 +357,8 @@ def _miou(path: str, data_root: str, dataset: str | None, split: str, size: Size
     return float(next(m[k] for k in ("mIoU", "miou", "mean_iou") if k in m))
 
 
-def _compare_row(name: str, path: str, size: Size, device: str, onnx: bool,
-                 data_root: str | None, dataset: str | None, split: str) -> dict:
+def _compare_row(name: str, path: str, size: Size, device: str, onnx: bool, data_root: str | None,
+                 dataset: str | None, split: str, reps: tuple[int, int]) -> dict:
     """One row of ``compare_models`` (an .onnx file is profiled through its sidecar's architecture)."""
     from .models.profile import count_flops, count_params, measure_latency
 
@@ -368,7 +368,7 @@ def _compare_row(name: str, path: str, size: Size, device: str, onnx: bool,
     else:
         model, onnx_file = model_from_checkpoint(path)[0], None
     net = _LogitsOnly(model).eval()
-    lat = measure_latency(net, size, batch=1, device=device)
+    lat = measure_latency(net, size, batch=1, device=device, warmup=reps[0], iters=reps[1])
     row = {"name": name, "path": path, "params": count_params(model),
            "gflops": count_flops(net, size) / 1e9, "latency_ms": lat["mean_ms"]}
     if onnx or onnx_file:
@@ -376,7 +376,7 @@ def _compare_row(name: str, path: str, size: Size, device: str, onnx: bool,
             if onnx_file is None:
                 onnx_file = str(Path(tmp) / "model.onnx")
                 export_onnx(path, onnx_file, size=size)
-            row["onnx_latency_ms"] = onnx_latency(onnx_file, size)["mean_ms"]
+            row["onnx_latency_ms"] = onnx_latency(onnx_file, size, 1, *reps)["mean_ms"]
     if data_root:
         if path.endswith(".onnx"):
             raise ExportError(f"mIoU of {path}: give the segkd checkpoint, not the .onnx")
@@ -386,13 +386,14 @@ def _compare_row(name: str, path: str, size: Size, device: str, onnx: bool,
 
 def compare_models(teacher_path: str, student_path: str, size: Size | None = None,
                    device: str = "cpu", data_root: str | None = None, dataset: str | None = None,
-                   split: str = "val", onnx: bool = False) -> list[dict]:
+                   split: str = "val", onnx: bool = False, warmup: int = 10, iters: int = 20) -> list[dict]:
     """Teacher vs student: params, GFLOPs (2 x MACs) at ``size``, PyTorch latency (ms, batch 1),
     onnxruntime latency (``onnx=True`` or an .onnx path: a checkpoint is then exported to a
     temporary .onnx) and mIoU (when ``data_root`` is given). Returns one dict per model, both
-    with the same keys: name, path, params, gflops, latency_ms[, onnx_latency_ms][, miou]."""
+    with the same keys: name, path, params, gflops, latency_ms[, onnx_latency_ms][, miou].
+    Latencies: mean of ``iters`` timed runs after ``warmup`` untimed ones (first runs are slow)."""
     size = tuple(size) if size else (512, 512)
     onnx = onnx or any(str(p).endswith(".onnx") for p in (teacher_path, student_path))
-    return [_compare_row(name, str(p), size, device, onnx, data_root, dataset, split)
+    return [_compare_row(name, str(p), size, device, onnx, data_root, dataset, split, (warmup, iters))
             for name, p in (("teacher", teacher_path), ("student", student_path))]
 

@@ -212,7 +212,8 @@ def _safe_target(dest: Path, name: str) -> Path:
 
 def _members(archive: Path) -> Iterator[tuple[str, Callable[[], object]]]:
     """(name, opener) for each regular file of a zip or tar; links and devices are skipped."""
-    if zipfile.is_zipfile(archive):
+    is_tar_name = archive.name.endswith((".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz"))
+    if not is_tar_name and zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
                 if not info.is_dir() and not stat.S_ISLNK(info.external_attr >> 16):
