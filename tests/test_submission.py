@@ -83,7 +83,8 @@ def test_cityscapes_labelids_round_trip_through_the_loader(tmp_path):
         gt = root / "gtFine" / "val" / city / f"{prefix}_gtFine_labelIds.png"
         gt.parent.mkdir(parents=True, exist_ok=True)
         path.rename(gt)
-    assert Image.open(gt).mode == "L" and int(np.array(Image.open(gt))[0, 0]) == 0  # ignore -> 0
+    with Image.open(gt) as im:
+        assert im.mode == "L" and int(np.array(im)[0, 0]) == 0  # ignore -> 0 (unlabeled)
     ds = build_dataset("cityscapes", root=root, split="val")
     for i in range(len(ds)):
         prefix = ds.item_name(i)[: -len("_leftImg8bit")]
