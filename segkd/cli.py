@@ -179,7 +179,8 @@ def main() -> None:
     _register_extras()
     debug = "--debug" in sys.argv
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
     except SegkdError as e:
         if debug:
             raise

@@ -137,7 +137,7 @@ def _torch_onnx_export(model: nn.Module, x: torch.Tensor, out: Path, opset: int,
                        dynamic_shape: bool) -> str:
     """torch.onnx.export, TorchScript exporter first, dynamo exporter as fallback -> its name."""
     axes = {0: "batch", 2: "height", 3: "width"}
-    kw = dict(input_names=["image"], output_names=["logits"], opset_version=opset,
+    kw = dict(input_names=["image"], output_names=["logits"], opset_version=opset, verbose=False,
               dynamic_axes={"image": axes, "logits": axes} if dynamic_shape else None)
     errors = []
     for dynamo in (False, True):
