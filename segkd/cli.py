@@ -10,12 +10,12 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from .errors import SegkdError
+from .errors import SegkdError, user_message
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="segkd: knowledge distillation for semantic segmentation.")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 _DEBUG = {"on": False}
 
 SetOpt = typer.Option(None, "--set", "-s", help="override a config key: key.sub=value (repeatable)")
@@ -108,7 +108,7 @@ def predict(checkpoint: Path = typer.Argument(..., help="segkd checkpoint or .on
 
 
 @app.command()
-def info(target: str = typer.Argument(..., help="config.yaml, checkpoint, or arch:encoder"),
+def info(target: Optional[str] = typer.Argument(None, help="config.yaml, checkpoint, or arch:encoder"),
          size: str = typer.Option("512,512", "--size", help="H,W for FLOPs"),
          classes: int = typer.Option(21, "--classes", help="class count for arch:encoder"),
          paths: bool = typer.Option(False, "--paths", help="list module paths (for hooks/globs)"),
@@ -184,17 +184,17 @@ def main() -> None:
     except SegkdError as e:
         if debug:
             raise
-        err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        from rich.markup import escape  # a message may hold "[...]" (lists, globs)
+
+        err.print(f"[bold red]error:[/bold red] {escape(user_message(e))}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
     except (typer.Abort, typer.Exit) as e:
         sys.exit(getattr(e, "exit_code", 1))
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
+    except Exception as e:  # usage errors (click's, or typer's vendored copy of click)
+        if hasattr(e, "show") and hasattr(e, "exit_code") and not _DEBUG["on"]:
             e.show()
             sys.exit(e.exit_code)
         raise

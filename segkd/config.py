@@ -263,6 +263,8 @@ def _format_error(err: ValidationError, source: str) -> str:
             msg = f"unknown key.{suggest(str(e['loc'][-1]), known)}"
             if known:
                 msg += f" Valid keys here: {', '.join(known)}"
+        elif not isinstance(e.get("input"), (dict, list)) and e["type"] != "missing":
+            msg += f" (got {e['input']!r})"  # name the offending value, not only the key
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
 

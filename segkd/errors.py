@@ -9,6 +9,19 @@ class SegkdError(Exception):
     """
 
 
+def user_message(err: BaseException) -> str:
+    """``str(err)`` without the traceback a DataLoader worker wraps around it.
+
+    An error raised in a worker process is re-raised in the main one as the same class with
+    the message ``Caught DataError in DataLoader worker process 0.\nOriginal Traceback ...
+    segkd.errors.DataError: <message>``; the user only needs ``<message>``.
+    """
+    msg = str(err)
+    if "Original Traceback" not in msg:
+        return msg
+    return msg.rsplit(f"{type(err).__name__}: ", 1)[-1].strip()
+
+
 class DataError(SegkdError):
     """A problem with a dataset file: corrupt image, bad mask, empty split."""
 

@@ -82,6 +82,8 @@ def info_command(target: str, size, classes: int, paths: bool, latency: bool,
             t.add_row(*[f"{v:,.4g}" if isinstance(v, float) else str(v) for v in r.values()])
         console.print(t)
         return
+    if not target:
+        raise SegkdError("give a model (config.yaml, checkpoint or arch:encoder) or --compare T --compare S")
     model, what = load_any_model(target, classes)
     size = size or (512, 512)
     t = Table(title=what)

@@ -16,9 +16,12 @@ from __future__ import annotations
 import difflib
 from typing import Any, Callable, Iterator
 
+from .errors import SegkdError
 
-class RegistryError(KeyError):
-    """Raised for unknown or duplicate registry names (message is user-facing)."""
+
+class RegistryError(SegkdError, KeyError):
+    """Raised for unknown or duplicate registry names (message is user-facing; the CLI
+    prints it as one line, like every SegkdError)."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain
         return str(self.args[0]) if self.args else ""

@@ -35,8 +35,6 @@ def check_writable(path: Path) -> None:
 def run_training(config: str | None, overrides: list[str], run_dir: str | None = None,
                  resume: str | None = None, out_dir: str | None = None) -> tuple[Path, dict]:
     """Train / distill from a config file (or resume a run directory). Returns (dir, summary)."""
-    from .engine import Engine
-
     if resume:
         rd = Path(resume)
         if not (rd / "last.pt").is_file():
@@ -46,5 +44,7 @@ def run_training(config: str | None, overrides: list[str], run_dir: str | None =
         cfg = load_config(config, overrides)
         rd = Path(run_dir) if run_dir else new_run_dir(cfg, out_dir)
     check_writable(rd)
+    from .engine import Engine  # after the config is valid: a typo fails without importing torch
+
     summary = Engine(cfg, rd, resume=bool(resume)).run()
     return rd, summary

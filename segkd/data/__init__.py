@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from segkd.data import camvid, cityscapes, folder, synthetic, voc  # noqa: F401  (registration)
+from segkd.data import camvid, cityscapes, classification, folder, synthetic, voc  # noqa: F401  (registration)
 from segkd.data.base import SegmentationDataset
 from segkd.data.cityscapes import CITYSCAPES_TRAINID_TO_LABELID
 from segkd.data.fraction import read_file_list, select_fraction, write_file_list

@@ -113,14 +113,18 @@ def build_teacher(cfg: TeacherCfg, num_classes: int) -> tuple[nn.Module, dict]:
     teacher.requires_grad_(False).eval()
     n = info["meta"].get("num_classes")
     if n is not None and n != num_classes:
-        raise ConfigError(f"teacher has {n} classes but the data/student have {num_classes}")
+        raise ConfigError(f"teacher {cfg.checkpoint or cfg.weights} has {n} classes but the "
+                          f"data/student have {num_classes}")
     return teacher, info
 
 
 def stage_terms(stage: StageCfg) -> list[Term]:
     """Resolve a stage's term configs into Terms with unique names (loss name, then index)."""
+    from ..registry import LOSSES
+
     terms, seen = [], set()
     for i, t in enumerate(stage.terms):
+        LOSSES.get(t.loss)  # an unknown name fails first, with suggestions (not "needs a teacher")
         name = t.name or (t.loss if t.loss not in seen else f"{t.loss}_{i}")
         if name in seen:
             raise ConfigError(f"stage '{stage.name}': two terms named '{name}'; set `name:`")

@@ -79,9 +79,10 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        what = next((l.strip() for l in str(err).splitlines() if "Unsupported global" in l), "")
         raise CheckpointError(
             f"refusing to load {path}: it contains objects other than tensors and plain data, "
-            f"and loading it could execute code ({str(err).splitlines()[0][:200]})") from None
+            f"and loading it could execute code. {what[:200]}".rstrip()) from None
     except Exception as err:  # truncated zip, not a torch file, ...
         raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None
     if not isinstance(obj, dict):

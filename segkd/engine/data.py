@@ -65,8 +65,27 @@ class DataBundle:
     std: tuple
 
 
+def _check_options(name: str, options: dict, key: str = "data.options") -> None:
+    """An option the dataset builder does not take is a ConfigError naming it (not a TypeError)."""
+    import inspect
+
+    from ..errors import ConfigError
+    from ..registry import DATASETS, suggest
+
+    params = inspect.signature(DATASETS.get(name)).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    known = [k for k in params if k not in ("root", "split", "transform", "cache")]
+    for k in options:
+        if k not in known:
+            raise ConfigError(f"{key}.{k}: dataset '{name}' has no option '{k}'.{suggest(k, known)} "
+                              f"Its options: {', '.join(known) or 'none'}")
+
+
 def _dataset(cfg: DataCfg, split: str, train: bool, name: str | None = None,
              root: str | None = None, options: dict | None = None):
+    _check_options(name or cfg.name, cfg.options if options is None else options,
+                   "data.options" if options is None else "data.unlabeled.options")
     ds = build_dataset(name or cfg.name, root=root if root is not None else cfg.root, split=split,
                        cache=cfg.cache, **(cfg.options if options is None else options))
     if train:

@@ -51,6 +51,8 @@ def final_summary(engine, wall: float) -> dict:
                          engine.meta["ignore_index"], f.device, cfg.trainer.channels_last,
                          per_image=e.per_image_iou,
                          reduce=(lambda t: f.all_reduce(t, reduce_op="sum")) if f.world_size > 1 else None)
+        if cfg.task == "classification":  # 1x1 label maps: pixel accuracy is top-1 accuracy
+            m["top1"] = m["pixel_acc"]
         splits[split] = m
     p = engine.progress
     summary = {

@@ -22,7 +22,7 @@ ARCHS: dict[str, str] = {
     "manet": "MAnet",
     "pan": "PAN",
 }
-_OPTIONAL = ("segkd.models.teachers",)  # modules registering extra MODELS, imported lazily
+_OPTIONAL = ("segkd.models.teachers", "segkd.models.classifier")  # modules registering extra MODELS, imported lazily
 
 
 def _load_extra_models() -> None:
@@ -58,6 +58,10 @@ def create_model(arch: str, encoder: str | None = None, num_classes: int = 21,
     _load_extra_models()
     if arch in MODELS:
         extra = {"output_stride": output_stride} if output_stride else {}
+        if encoder:
+            extra["encoder"] = encoder
+        if pretrained:
+            extra["pretrained"] = True
         return MODELS.build(arch, num_classes=num_classes, **extra, **kwargs)
     if arch not in ARCHS:
         known = sorted(ARCHS) + MODELS.names()
