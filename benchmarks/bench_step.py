@@ -28,6 +28,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import time
@@ -45,7 +46,8 @@ PAIRS = {  # pair -> (teacher (arch, kwargs), student (arch, kwargs), classes, d
     "unet": (("unet", {"encoder": "kd_resnet34"}), ("unet", {"encoder": "kd_resnet18"}), 11, "ofd"),
     "deeplab": (("deeplabv3plus", {"encoder": "resnet101"}),
                 ("deeplabv3plus", {"encoder": "resnet18"}), 21, "cwd"),
-}
+    "tiny": (("unet", {"encoder": "kd_resnet14"}), ("unet", {"encoder": "kd_resnet10"}), 11, "cwd"),
+}  # "tiny": a seconds-long toy pair for the smoke test
 JFZHANG95_TEACHER = ("jfzhang95_deeplabv3plus", {"backbone": "resnet101"})
 KD_T = 2.0  # temperature of every KD variant (the camvid kd.yaml recipe)
 
@@ -360,55 +362,82 @@ def build_variants(su: Setup, names: list[str], size: tuple[int, int]) -> dict[s
 # ============================================================================ measuring
 @dataclass
 class Samples:
-    """Per-variant seconds per step (one value per measured round) and peak memory."""
+    """Per-variant seconds per step, one value per measured round: wall clock and this
+    process's CPU time (``time.process_time``, all threads), and the peak memory."""
 
     seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
+    page_faults: list[float] = field(default_factory=list)  # minor faults per step (CPU)
     peak_mib: float = 0.0
+
+    def clock(self, which: str) -> list[float]:
+        return self.cpu_seconds if which == "cpu" else self.seconds
 
 
 def measure(variants: dict[str, Step], batches: list[dict], rounds: int, warmup: int,
             steps: int, device: torch.device) -> dict[str, Samples]:
     """Interleaved rounds: every round runs each variant for ``steps`` steps on the same
-    batches; warm-up rounds are not recorded."""
-    meter = MemoryMeter(device)
+    batches; warm-up rounds are not recorded. Memory is measured afterwards, apart (trimming
+    the heap before a timed step would make the step pay page faults a training run does not)."""
     out = {k: Samples() for k in variants}
     for r in range(warmup + rounds):
         chunk = [batches[(r * steps + i) % len(batches)] for i in range(steps)]
         for name, run in variants.items():
-            meter.start()
-            t0 = time.perf_counter()
+            sync(device)
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            t0, c0 = time.perf_counter(), time.process_time()
             run(chunk)
             sync(device)
-            dt = (time.perf_counter() - t0) / steps
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
             if r >= warmup:
-                out[name].seconds.append(dt)
-                out[name].peak_mib = max(out[name].peak_mib, meter.peak_mib())
+                out[name].seconds.append(dt / steps)
+                out[name].cpu_seconds.append(dc / steps)
+                out[name].page_faults.append(faults / steps)
+    meter = MemoryMeter(device)
+    for name, run in variants.items():
+        meter.start()
+        run(batches[:1])
+        sync(device)
+        out[name].peak_mib = meter.peak_mib()
     return out
 
 
-def paired_ratio(a: Samples, b: Samples) -> float:
+def paired_ratio(a: list[float], b: list[float]) -> float:
     """Median over rounds of a/b (same round: same background load)."""
-    return statistics.median(x / y for x, y in zip(a.seconds, b.seconds))
+    return statistics.median(x / y for x, y in zip(a, b))
 
 
-def summarise(samples: dict[str, Samples], batch: int, ctx: dict) -> tuple[list[dict], dict]:
-    """Rows (median s/step, img/s, peak MiB) and the headline ratios."""
-    med = {k: statistics.median(v.seconds) for k, v in samples.items()}
-    rows = [{**ctx, "variant": k, "median_s": med[k], "min_s": min(v.seconds),
-             "max_s": max(v.seconds), "images_per_s": batch / med[k], "peak_mib": v.peak_mib,
-             "rounds": len(v.seconds)} for k, v in samples.items()]
+def summarise(samples: dict[str, Samples], batch: int, ctx: dict,
+              clock: str = "wall") -> tuple[list[dict], dict]:
+    """Rows (median and min s/step on both clocks, img/s and peak MiB) and the headline
+    ratios, computed on ``clock`` ("wall", or "cpu": process CPU time, which a busy machine
+    inflates far less than wall time) from medians, from minima, and paired per round."""
+    rows = []
+    for k, v in samples.items():
+        t = v.clock(clock)
+        rows.append({**ctx, "variant": k, "clock": clock, "median_s": statistics.median(t),
+                     "min_s": min(t), "max_s": max(t), "wall_median_s": statistics.median(v.seconds),
+                     "cpu_median_s": statistics.median(v.cpu_seconds),
+                     "images_per_s": batch / statistics.median(t), "peak_mib": v.peak_mib,
+                     "page_faults": statistics.median(v.page_faults),
+                     "rounds": len(t)})
     ratios: dict[str, float] = {}
-    if "teacher" in med and "student" in med:
-        floor = med["teacher"] + med["student"]
-        ratios["floor_s"] = floor
-        for k in med:
-            if k.endswith(("_kd", "_ofd", "_cwd")):
-                ratios[f"{k}/floor"] = med[k] / floor
-    for a, b in (("segkd_kd", "bare_kd"), ("segkd_kd", "td_kd"), ("bare_kd", "td_kd"),
-                 ("segkd_ce", "student")):
-        if a in med and b in med:
-            ratios[f"{a}/{b}"] = med[a] / med[b]
-            ratios[f"{a}/{b} (paired)"] = paired_ratio(samples[a], samples[b])
+    for stat, f in (("median", statistics.median), ("min", min)):
+        val = {k: f(v.clock(clock)) for k, v in samples.items()}
+        if "teacher" in val and "student" in val:
+            floor = val["teacher"] + val["student"]
+            ratios[f"floor_s ({stat})"] = floor
+            for k in val:
+                if k.endswith(("_kd", "_ofd", "_cwd")):
+                    ratios[f"{k}/floor ({stat})"] = val[k] / floor
+        for a, b in (("segkd_kd", "bare_kd"), ("segkd_kd", "td_kd"), ("bare_kd", "td_kd"),
+                     ("segkd_ce", "student")):
+            if a in val and b in val:
+                ratios[f"{a}/{b} ({stat})"] = val[a] / val[b]
+                if stat == "median":
+                    ratios[f"{a}/{b} (paired)"] = paired_ratio(samples[a].clock(clock),
+                                                               samples[b].clock(clock))
     return rows, ratios
 
 
@@ -416,15 +445,18 @@ def print_tables(rows: list[dict], ratios: dict) -> None:
     """Rich tables of the rows and ratios."""
     from rich.table import Table
 
-    floor = ratios.get("floor_s")
-    tab = Table(title="training step (median of interleaved rounds)")
+    floor = ratios.get("floor_s (median)")
+    clock = rows[0]["clock"] if rows else "wall"
+    tab = Table(title=f"training step: median of interleaved rounds ({clock} clock for s/step, "
+                      "min-max, img/s, x floor)")
     for col in ("variant", "device", "precision", "batch", "HxW", "s/step", "min-max",
-                "img/s", "peak MiB", "x floor"):
-        tab.add_column(col, justify="left" if col == "variant" else "right")
+                "wall s", "cpu s", "img/s", "peak MiB", "faults", "x floor"):
+        tab.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
     for r in rows:
         tab.add_row(r["variant"], r["device"], r["precision"], str(r["batch"]), r["resolution"],
                     f"{r['median_s']:.3f}", f"{r['min_s']:.3f}-{r['max_s']:.3f}",
-                    f"{r['images_per_s']:.2f}", f"{r['peak_mib']:.0f}",
+                    f"{r['wall_median_s']:.3f}", f"{r['cpu_median_s']:.3f}",
+                    f"{r['images_per_s']:.2f}", f"{r['peak_mib']:.0f}", f"{r['page_faults']:.0f}",
                     f"{r['median_s'] / floor:.2f}" if floor else "-")
     rt = Table(title="ratios (time; <1 is faster)")
     rt.add_column("ratio")
@@ -484,7 +516,7 @@ def console():
 
     from rich.console import Console
 
-    return Console(width=max(120, shutil.get_terminal_size().columns))
+    return Console(width=max(140, shutil.get_terminal_size().columns))
 
 
 def print_profile(prof: dict) -> None:
@@ -530,6 +562,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="comma list; default student,teacher,segkd_ce,segkd_kd,segkd_<feat>,"
                         "bare_kd,td_kd (feat: ofd for unet, cwd for deeplab)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--clock", choices=["auto", "wall", "cpu"], default="auto",
+                   help="time the ratios use; auto: cpu (process CPU time) on CPU, wall on CUDA")
     p.add_argument("--data-root", default=str(CAMVID))
     p.add_argument("--profile", action="store_true",
                    help="also profile one segkd_kd and one bare_kd step (torch.profiler)")
@@ -557,7 +591,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     ctx = {"pair": a.pair, "device": device.type, "precision": a.precision, "batch": a.batch,
            "resolution": f"{size[0]}x{size[1]}", "channels_last": a.channels_last,
            "compile": a.compile, "data": source}
-    rows, ratios = summarise(samples, a.batch, ctx)
+    clock = a.clock if a.clock != "auto" else ("cpu" if device.type == "cpu" else "wall")
+    rows, ratios = summarise(samples, a.batch, ctx, clock)
     print_tables(rows, ratios)
     result = {"machine": {**info, "threads": torch.get_num_threads(), "loadavg_end": list(os.getloadavg())},
               "args": vars(a), "note": a.note, "rows": rows, "ratios": ratios}

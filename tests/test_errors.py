@@ -1,8 +1,12 @@
 """Bad inputs through the real CLI: one clear line naming the file / key / value, exit code 2,
 no traceback (unless --debug), no checkpoint or temp file written half-way (DESIGN rule 9).
 
-Each case writes a tiny dataset (32x32 PNGs) and a YAML config, runs
-``python -m segkd.cli -q train CONFIG --run-dir D`` in a subprocess and checks stderr.
+Each case writes a tiny dataset (32x32 PNGs) and a YAML config and runs
+``segkd -q train CONFIG --run-dir D``. Cases that fail before torch is imported, or that need a
+real process (a DataLoader worker, --debug), run ``python -m segkd.cli`` in a subprocess; the
+others call the same ``segkd.cli.main()`` in-process (``segkd`` fixture), which saves the ~7 s
+torch import per case on a busy CPU. In-process, any exception other than the CLI's
+``SystemExit(2)`` escapes ``main()`` and fails the test, i.e. a traceback would be caught.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from PIL import Image
 from segkd.config import deep_merge
 
 SIZE = 32
-SMALL_UNET = {"decoder_channels": [32, 16, 16, 8, 8]}  # ~1M params instead of 8M: fast on CPU
+SMALL_UNET = {"decoder_channels": [32, 16, 16, 8, 8]}  # 5.2M params instead of 8.1M
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -31,6 +35,33 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "1000", "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", "segkd.cli", "-q", *args], capture_output=True,
                           text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture
+def segkd(monkeypatch, capsys):
+    """``segkd(*args)``: run ``segkd -q ARGS`` in-process via ``segkd.cli.main`` and return a
+    CompletedProcess (exit code, stdout, stderr) like :func:`cli`."""
+    import torch
+    from rich.console import Console
+
+    import segkd.cli as entry
+
+    monkeypatch.setattr(entry, "err", Console(stderr=True, width=1000))  # one line per message
+    monkeypatch.setattr(entry, "out", Console(width=1000))
+    monkeypatch.delenv("SEGKD_QUIET", raising=False)  # -q sets it; restored afterwards
+    threads = torch.get_num_threads()
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        monkeypatch.setattr(sys, "argv", ["segkd", "-q", *args])
+        try:
+            with pytest.raises(SystemExit) as exit_:
+                entry.main()
+        finally:
+            torch.set_num_threads(threads)  # trainer.threads changes it process-wide
+        cap = capsys.readouterr()
+        return subprocess.CompletedProcess(args, exit_.value.code, cap.out, cap.err)
+
+    return run
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -89,10 +120,11 @@ def folder_tree(root: Path, n: int = 2, classes: int = 3) -> Path:
     return root
 
 
-def folder_run(tmp: Path, root: Path, *extra: str, **over: Any) -> subprocess.CompletedProcess:
+def folder_config(tmp: Path, root: Path, **over: Any) -> list[str]:
+    """``train CONFIG --run-dir RUN`` arguments for a run on a "folder" tree at ``root``."""
     cfg = write_config(tmp / "cfg.yaml", options={}, **deep_merge(
         {"data": {"name": "folder", "root": str(root), "batch_size": 2}}, over))
-    return cli("train", str(cfg), "--run-dir", str(tmp / "run"), *extra)
+    return ["train", str(cfg), "--run-dir", str(tmp / "run")]
 
 
 @pytest.fixture
@@ -101,10 +133,10 @@ def tree(tmp_path) -> Path:
 
 
 # ----------------------------------------------------------------------------- image / mask files
-def test_corrupt_image_names_the_file(tmp_path, tree):
+def test_corrupt_image_names_the_file(segkd, tmp_path, tree):
     bad = tree / "images" / "train" / "im1.png"
     bad.write_bytes(b"this is not an image" * 10)
-    proc = folder_run(tmp_path, tree)
+    proc = segkd(*folder_config(tmp_path, tree))
     assert_clean_error(proc, "cannot decode image", str(bad))
     assert_nothing_half_written(tmp_path / "run")
 
@@ -113,55 +145,55 @@ def test_truncated_png_in_a_dataloader_worker(tmp_path, tree):
     """The worker's wrapped traceback is stripped: the user sees the DataError line only."""
     bad = tree / "images" / "train" / "im0.png"
     bad.write_bytes(bad.read_bytes()[:60])
-    proc = folder_run(tmp_path, tree, data={"num_workers": 1})
+    proc = cli(*folder_config(tmp_path, tree, data={"num_workers": 1}))
     assert_clean_error(proc, "cannot decode image", str(bad))
     assert "DataLoader worker" not in proc.stderr
 
 
-def test_mask_size_differs_from_image(tmp_path, tree):
+def test_mask_size_differs_from_image(segkd, tmp_path, tree):
     bad = png(tree / "masks" / "train" / "im0.png", np.zeros((16, 24), np.uint8))
-    proc = folder_run(tmp_path, tree)
+    proc = segkd(*folder_config(tmp_path, tree))
     assert_clean_error(proc, str(bad), "(16, 24)", "(32, 32)", str(tree / "images" / "train" / "im0.png"))
 
 
-def test_label_value_outside_classes_and_ignore(tmp_path, tree):
+def test_label_value_outside_classes_and_ignore(segkd, tmp_path, tree):
     mask = np.zeros((SIZE, SIZE), np.uint8)
     mask[0, 0] = 7
     bad = png(tree / "masks" / "train" / "im1.png", mask)
-    proc = folder_run(tmp_path, tree)
+    proc = segkd(*folder_config(tmp_path, tree))
     assert_clean_error(proc, str(bad), "[7]", "outside [0, 3)", "ignore index 255")
 
 
-def test_rgb_mask_where_index_mask_expected(tmp_path, tree):
+def test_rgb_mask_where_index_mask_expected(segkd, tmp_path, tree):
     rgb = np.zeros((SIZE, SIZE, 3), np.uint8)
     rgb[..., 0] = 200  # channels differ: a colour mask, not grey
     bad = png(tree / "masks" / "train" / "im0.png", rgb)
-    proc = folder_run(tmp_path, tree)
+    proc = segkd(*folder_config(tmp_path, tree))
     assert_clean_error(proc, str(bad), "RGB colour image", "single-channel index mask")
 
 
-def test_empty_split_folder(tmp_path, tree):
+def test_empty_split_folder(segkd, tmp_path, tree):
     for p in (tree / "images" / "train").iterdir():
         p.unlink()
-    proc = folder_run(tmp_path, tree)
+    proc = segkd(*folder_config(tmp_path, tree))
     assert_clean_error(proc, "empty split", str(tree / "images" / "train"))
     assert_nothing_half_written(tmp_path / "run")
 
 
-def test_empty_camvid_split(tmp_path):
+def test_empty_camvid_split(segkd, tmp_path):
     root = tmp_path / "camvid"
     png(root / "train" / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
     png(root / "trainannot" / "a.png", np.zeros((SIZE, SIZE), np.uint8))
     (root / "val").mkdir()
     (root / "valannot").mkdir()
     cfg = write_config(tmp_path / "c.yaml", options={}, data={"name": "camvid", "root": str(root)})
-    proc = cli("train", str(cfg), "--run-dir", str(tmp_path / "run"))
+    proc = segkd("train", str(cfg), "--run-dir", str(tmp_path / "run"))
     assert_clean_error(proc, "empty split", str(root / "val"))
 
 
-def test_missing_data_root(tmp_path):
+def test_missing_data_root(segkd, tmp_path):
     missing = tmp_path / "no" / "such" / "root"
-    proc = folder_run(tmp_path, missing)
+    proc = segkd(*folder_config(tmp_path, missing))
     assert_clean_error(proc, "dataset root not found", str(missing))
     assert_nothing_half_written(tmp_path / "run")
 
@@ -186,58 +218,58 @@ def test_wrong_type_names_key_and_value(tmp_path):
     ({"stages": [{"terms": [{"loss": "cee"}]}]}, ["unknown loss 'cee'", "Did you mean: ce"]),
     ({"data": {"name": "synthetc"}}, ["unknown dataset 'synthetc'", "Did you mean: synthetic"]),
 ], ids=["model", "loss", "dataset"])
-def test_unknown_registry_name_suggests(tmp_path, over, needles):
+def test_unknown_registry_name_suggests(segkd, tmp_path, over, needles):
     cfg = write_config(tmp_path / "c.yaml", **over)
-    proc = cli("train", str(cfg), "--run-dir", str(tmp_path / "run"))
+    proc = segkd("train", str(cfg), "--run-dir", str(tmp_path / "run"))
     assert_clean_error(proc, *needles)
     assert_nothing_half_written(tmp_path / "run")
 
 
-def test_unknown_dataset_option_suggests(tmp_path, tree):
+def test_unknown_dataset_option_suggests(segkd, tmp_path, tree):
     cfg = write_config(tmp_path / "c.yaml", options={"num_class": 3},
                        data={"name": "folder", "root": str(tree)})
-    proc = cli("train", str(cfg), "--run-dir", str(tmp_path / "run"))
+    proc = segkd("train", str(cfg), "--run-dir", str(tmp_path / "run"))
     assert_clean_error(proc, "data.options.num_class", "dataset 'folder' has no option 'num_class'",
                        "Did you mean: num_classes")
 
 
 # ----------------------------------------------------------------------------- checkpoints / hooks
-def test_teacher_with_other_class_count(tmp_path, teacher_ckpt):
+def test_teacher_with_other_class_count(segkd, tmp_path, teacher_ckpt):
     cfg = write_config(tmp_path / "c.yaml", data={"options": {"num_classes": 3}},
                        teacher={"checkpoint": str(teacher_ckpt)},
                        stages=[{"terms": [{"loss": "ce"}, {"loss": "kd"}]}])
-    proc = cli("distill", str(cfg), "--run-dir", str(tmp_path / "run"))
+    proc = segkd("distill", str(cfg), "--run-dir", str(tmp_path / "run"))
     assert_clean_error(proc, str(teacher_ckpt), "has 4 classes", "have 3")
     assert_nothing_half_written(tmp_path / "run")
 
 
-def test_init_from_checkpoint_of_another_architecture(tmp_path, teacher_ckpt):
+def test_init_from_checkpoint_of_another_architecture(segkd, tmp_path, teacher_ckpt):
     """teacher_ckpt is a UNet-kd_resnet14 (default decoder): not this student's architecture."""
     cfg = write_config(tmp_path / "c.yaml", model={"init_from": str(teacher_ckpt)})
-    proc = cli("train", str(cfg), "--run-dir", str(tmp_path / "run"))
+    proc = segkd("train", str(cfg), "--run-dir", str(tmp_path / "run"))
     assert_clean_error(proc, str(teacher_ckpt), "does not match this architecture")
     assert_nothing_half_written(tmp_path / "run")
 
 
-def test_eval_of_a_file_that_is_not_a_checkpoint(tmp_path):
+def test_eval_of_a_file_that_is_not_a_checkpoint(segkd, tmp_path):
     bogus = tmp_path / "model.pt"
     bogus.write_bytes(b"\x00" * 100)
-    proc = cli("eval", str(bogus))
+    proc = segkd("eval", str(bogus))
     assert_clean_error(proc, "cannot read checkpoint", str(bogus))
 
 
-def test_hook_path_that_does_not_exist_names_closest(tmp_path, teacher_ckpt):
+def test_hook_path_that_does_not_exist_names_closest(segkd, tmp_path, teacher_ckpt):
     term = {"loss": "hint", "student": "encoder.model.layer9", "teacher": "encoder.model.layer3"}
     cfg = write_config(tmp_path / "c.yaml", teacher={"checkpoint": str(teacher_ckpt)},
                        stages=[{"terms": [{"loss": "ce"}, term]}])
-    proc = cli("distill", str(cfg), "--run-dir", str(tmp_path / "run"))
+    proc = segkd("distill", str(cfg), "--run-dir", str(tmp_path / "run"))
     flat = assert_clean_error(proc, "student has no module 'encoder.model.layer9'", "Closest valid paths")
     assert "encoder.model.layer" in flat.split("Closest valid paths")[1]
     assert_nothing_half_written(tmp_path / "run")
 
 
 # ----------------------------------------------------------------------------- faults while training
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(segkd, tmp_path):
     """Epoch 1 trains at lr 1e-3; the step schedule multiplies it by 1e30 for epoch 2, whose
     second iteration meets a non-finite loss. last.pt from epoch 1 survives and loads."""
     from segkd.engine.checkpoint import load_checkpoint
@@ -246,7 +278,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
              "schedule": {"name": "step", "step_epochs": 1, "factor": 1e30}}
     cfg = write_config(tmp_path / "c.yaml", stages=[stage])
     run = tmp_path / "run"
-    proc = cli("train", str(cfg), "--run-dir", str(run))
+    proc = segkd("train", str(cfg), "--run-dir", str(run))
     assert_clean_error(proc, "non-finite", "epoch 2", "term(s) ce", "last.pt")
     last = load_checkpoint(run / "last.pt")  # verifies the sha256 sidecar
     assert last["progress"]["epoch"] == 1
@@ -274,40 +306,40 @@ def test_read_only_parent_of_run_directory(tmp_path):
     assert_clean_error(proc, "cannot write to run directory", str(parent / "run"))
 
 
-DISK_FULL = """
-import errno, sys, torch
-import segkd.engine.checkpoint as ck
-real, calls = torch.save, {"last": 0}
-
-def save(obj, f, *a, **k):  # the second last.pt runs out of space half-way through
-    if obj.get("kind") == "run":
-        calls["last"] += 1
-        if calls["last"] == 2:
-            f.write(b"PK\\x03\\x04 partial zip")
-            raise OSError(errno.ENOSPC, "No space left on device")
-    return real(obj, f, *a, **k)
-
-ck.torch.save = save
-from segkd.cli import main
-sys.argv = ["segkd"] + sys.argv[1:]
-main()
-"""
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_disk_full_while_writing_checkpoint_keeps_previous(tmp_path):
+def test_disk_full_while_writing_checkpoint_keeps_previous(segkd, tmp_path, monkeypatch):
+    """torch.save of the second last.pt writes a partial file, then the disk is full."""
+    import torch
+
     from segkd.engine.checkpoint import load_checkpoint
 
-    cfg = write_config(tmp_path / "c.yaml", stages=[{"epochs": 2}])
+    real, calls = torch.save, {"run": 0}
+
+    def save(obj, f, *a, **k):
+        if obj.get("kind") == "run":
+            calls["run"] += 1
+            if calls["run"] == 2:
+                f.write(b"PK\x03\x04 partial zip")
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, f, *a, **k)
+
+    monkeypatch.setattr("segkd.engine.checkpoint.torch.save", save)
     run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "1000"}
-    proc = subprocess.run([sys.executable, "-c", DISK_FULL, "-q", "train", str(cfg), "--run-dir", str(run)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = segkd("train", str(write_config(tmp_path / "c.yaml", stages=[{"epochs": 2}])),
+                 "--run-dir", str(run))
     assert_clean_error(proc, "could not write checkpoint", str(run / "last.pt"), "No space left")
     last = run / "last.pt"
     assert (run / "last.pt.sha256").read_text().strip() == _sha256(last)
     assert load_checkpoint(last)["progress"]["epoch"] == 1
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", data={"batchsize": 4})
+    proc = subprocess.run([sys.executable, "-m", "segkd.cli", "--debug", "train", str(cfg)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr and "ConfigError" in proc.stderr

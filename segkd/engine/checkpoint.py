@@ -79,7 +79,12 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        what = next((l.strip() for l in str(err).splitlines() if "Unsupported global" in l), "")
+        garbage = ("Unsupported operand", "invalid load key", "truncated")  # bytes, not objects
+        if any(g in str(err) for g in garbage):
+            detail = next(l.strip() for l in str(err).splitlines() if any(g in l for g in garbage))
+            raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint "
+                                  f"({detail[:200]})") from None
+        what = next((l.strip() for l in str(err).splitlines() if "unsupported global" in l.lower()), "")
         raise CheckpointError(
             f"refusing to load {path}: it contains objects other than tensors and plain data, "
             f"and loading it could execute code. {what[:200]}".rstrip()) from None

@@ -22,7 +22,7 @@ ARCHS: dict[str, str] = {
     "manet": "MAnet",
     "pan": "PAN",
 }
-_OPTIONAL = ("segkd.models.teachers", "segkd.models.classifier")  # modules registering extra MODELS, imported lazily
+_OPTIONAL = ("segkd.models.teachers", "segkd.models.classifier", "segkd.models.deeplab_timm")  # modules registering extra MODELS, imported lazily
 
 
 def _load_extra_models() -> None:
