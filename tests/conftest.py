@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -47,3 +49,32 @@ def teacher_ckpt(tmp_path_factory) -> Path:
     cfg = config_from_dict(tiny_cfg(name="teacher", model={"encoder": "kd_resnet14"}))
     Engine(cfg, run).run()
     return run / "best.pt"
+
+
+@pytest.fixture
+def segkd(monkeypatch, capsys):
+    """``segkd(*args)``: run ``segkd -q ARGS`` in-process via ``segkd.cli.main`` and return a
+    CompletedProcess (exit code, stdout, stderr) like a subprocess."""
+    import torch
+    from rich.console import Console
+
+    import segkd.cli as entry
+
+    monkeypatch.setattr(entry, "err", Console(stderr=True, width=1000))  # one line per message
+    monkeypatch.setattr(entry, "out", Console(width=1000))
+    monkeypatch.delenv("SEGKD_QUIET", raising=False)  # -q sets it; restored afterwards
+    threads = torch.get_num_threads()
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        monkeypatch.setattr(sys, "argv", ["segkd", "-q", *args])
+        try:
+            with pytest.raises(SystemExit) as exit_:
+                entry.main()
+        finally:
+            torch.set_num_threads(threads)  # trainer.threads changes it process-wide
+        cap = capsys.readouterr()
+        return subprocess.CompletedProcess(args, exit_.value.code, cap.out, cap.err)
+
+    return run
+
+

@@ -37,33 +37,6 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           text=True, env=env, timeout=timeout)
 
 
-@pytest.fixture
-def segkd(monkeypatch, capsys):
-    """``segkd(*args)``: run ``segkd -q ARGS`` in-process via ``segkd.cli.main`` and return a
-    CompletedProcess (exit code, stdout, stderr) like :func:`cli`."""
-    import torch
-    from rich.console import Console
-
-    import segkd.cli as entry
-
-    monkeypatch.setattr(entry, "err", Console(stderr=True, width=1000))  # one line per message
-    monkeypatch.setattr(entry, "out", Console(width=1000))
-    monkeypatch.delenv("SEGKD_QUIET", raising=False)  # -q sets it; restored afterwards
-    threads = torch.get_num_threads()
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        monkeypatch.setattr(sys, "argv", ["segkd", "-q", *args])
-        try:
-            with pytest.raises(SystemExit) as exit_:
-                entry.main()
-        finally:
-            torch.set_num_threads(threads)  # trainer.threads changes it process-wide
-        cap = capsys.readouterr()
-        return subprocess.CompletedProcess(args, exit_.value.code, cap.out, cap.err)
-
-    return run
-
-
 def assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
     """Exit code != 0, no traceback, ``error: `` + a message holding every needle; returns it."""
     text = proc.stderr + proc.stdout

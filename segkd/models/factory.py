@@ -76,7 +76,10 @@ def create_model(arch: str, encoder: str | None = None, num_classes: int = 21,
         if arch not in ("deeplabv3", "deeplabv3plus"):
             raise ConfigError(f"output_stride applies to deeplabv3/deeplabv3plus, not '{arch}'")
         kwargs["encoder_output_stride"] = output_stride
-    return cls(encoder_name="tu-" + _timm_name(encoder), encoder_weights="imagenet" if pretrained else None,
+    weights = None
+    if pretrained:  # smp >= 0.5 takes True for timm ("tu-") encoders, older versions "imagenet"
+        weights = True if tuple(int(x) for x in smp.__version__.split(".")[:2]) >= (0, 5) else "imagenet"
+    return cls(encoder_name="tu-" + _timm_name(encoder), encoder_weights=weights,
                classes=num_classes, **kwargs)
 
 
