@@ -14,7 +14,6 @@ Where the checksum is unknown (None) the computed sha256 is printed and the file
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import shutil
@@ -83,12 +82,10 @@ class _Incomplete(OSError):
 
 # ----------------------------------------------------------------------------- transfer
 def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Hex sha256 of a file."""
+    from ..engine.checkpoint import sha256_file
+
+    return sha256_file(path)
 
 
 def _progress(show: bool) -> Progress:

@@ -28,7 +28,8 @@ from ..errors import CheckpointError
 FORMAT = "segkd-checkpoint"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 4 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
@@ -49,7 +50,7 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        digest = _sha256(Path(tmp))
+        digest = sha256_file(Path(tmp))
         os.replace(tmp, path)
         side = path.with_name(path.name + ".sha256")
         side_tmp = side.with_name(side.name + ".tmp")
@@ -74,7 +75,7 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     side = path.with_name(path.name + ".sha256")
-    if verify and side.is_file() and side.read_text().strip() != _sha256(path):
+    if verify and side.is_file() and side.read_text().strip() != sha256_file(path):
         raise CheckpointError(f"checkpoint {path} is corrupt (sha256 differs from {side.name})")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

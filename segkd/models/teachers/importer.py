@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,21 +169,6 @@ def load_teacher_checkpoint(path: str | os.PathLike, fmt: str) -> tuple[nn.Modul
     return model.eval(), meta
 
 
-def save_atomic(obj: Any, out_path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file next to ``out_path``, then rename over it."""
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
-
-
 def import_teacher(path: str | os.PathLike, fmt: str, out_path: str | os.PathLike) -> Path:
     """Convert a published checkpoint into a segkd model checkpoint at ``out_path``."""
     model, meta = load_teacher_checkpoint(path, fmt)
@@ -192,7 +176,9 @@ def import_teacher(path: str | os.PathLike, fmt: str, out_path: str | os.PathLik
     ckpt = {"format": SEGKD_FORMAT, "version": SEGKD_VERSION, "kind": "model",
             "model": {"arch": meta["arch"], "kwargs": kwargs},
             "state_dict": model.state_dict(), "meta": meta}
-    return save_atomic(ckpt, out_path)
+    from ...engine.checkpoint import save_checkpoint  # atomic, with a sha256 sidecar
+
+    return save_checkpoint(ckpt, out_path)
 
 
 def load_model_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
