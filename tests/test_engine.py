@@ -123,3 +123,14 @@ def eng_student_init(raw):
     cfg = config_from_dict(raw)
     seed_all(cfg.seed)
     return build_from_spec(model_spec(cfg.model, 4)).state_dict()
+
+
+def test_best_epoch_is_selected_by_the_configured_metric(tmp_path, tiny):
+    raw = tiny(stages=[{"name": "train", "epochs": 3, "terms": [{"loss": "ce"}],
+                        "optimizer": {"name": "adam", "lr": 1e-3},
+                        "select": {"metric": "val/pixel_acc", "mode": "min"}}])
+    Engine(config_from_dict(raw), tmp_path / "r").run()
+    hist = load_checkpoint(tmp_path / "r" / "last.pt")["history"]
+    worst = min(hist, key=lambda h: h["val/pixel_acc"])
+    best = load_checkpoint(tmp_path / "r" / "best.pt")["selected"]
+    assert best["epoch"] == worst["epoch"] and best["value"] == pytest.approx(worst["val/pixel_acc"])

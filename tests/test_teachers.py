@@ -61,7 +61,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("fmt", sorted(CASES))
-def test_fixture_checkpoint_reproduces_reference_logits(fmt: str, tmp_path: Path) -> None:
+def test_fixture_checkpoint_reproduces_reference_logits(fmt: str, tmp_path: Path, segkd) -> None:
     dw = _fixtures()
     name, container = CASES[fmt]
     info = json.loads((FIXTURES / f"{name}.json").read_text())
@@ -70,7 +70,9 @@ def test_fixture_checkpoint_reproduces_reference_logits(fmt: str, tmp_path: Path
     src = tmp_path / "published.pth"
     torch.save(container(dw.state_dict_for(info["keys"])), src)
 
-    out = teachers.import_teacher(src, fmt, tmp_path / "teacher.pt")
+    out = tmp_path / "teacher.pt"  # through the public command
+    proc = segkd("import-teacher", str(src), "--format", fmt, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
     src.unlink()
     model, meta = teachers.load_model_checkpoint(out)
     assert sum(p.numel() for p in model.parameters()) == info["num_parameters"]
