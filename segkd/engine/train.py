@@ -64,7 +64,8 @@ def train_epoch(fabric, module, opt, sched, loader, iters: int, *, labeled: bool
             _check_finite(out, where, i)
         status = None
         if (i + 1) % log_every == 0:
-            status = f"loss {float(sums['loss']) / (i + 1):.4f}  {images / (time.time() - t0):.1f} img/s"
+            status = (f"loss {float(sums['loss']) / (i + 1):.4f}  lr {opt.param_groups[0]['lr']:.2e}  "
+                      f"{images / (time.time() - t0):.1f} img/s")
             logger.log({"train/loss_step": float(out["loss"].detach()), "lr": opt.param_groups[0]["lr"]},
                        step0 + steps)
         logger.advance(status)
