@@ -68,7 +68,7 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
     """Read a checkpoint safely (``weights_only=True``); verify its sha256 when present."""
     path = Path(path)
     if path.is_dir():
-        for name in ("last.pt", "best.pt"):
+        for name in ("best.pt", "last.pt"):  # a run directory means its selected model
             if (path / name).is_file():
                 path = path / name
                 break
