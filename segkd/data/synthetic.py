@@ -47,12 +47,29 @@ def _colour(g: torch.Generator) -> Tensor:
     return (grey + torch.randn(3, generator=g) * 25).view(3, 1, 1)
 
 
+# Per-class texture: (stripe angle range in radians, period range in pixels, checker?). Colours
+# come from one shared distribution, so a pixel's colour says nothing about its class: texture,
+# shape and context (signs and persons share shape and texture; the horizon separates them) do.
+_TEXTURE = {
+    SKY: ((0.0, math.pi), (24.0, 40.0), False),
+    GROUND: ((math.pi / 2 - 0.2, math.pi / 2 + 0.2), (4.0, 8.0), False),
+    POLE: ((-0.2, 0.2), (2.0, 3.0), False),
+    VEHICLE: ((0.0, math.pi / 2), (5.0, 9.0), True),
+    SIGN: ((math.pi / 4 - 0.2, math.pi / 4 + 0.2), (3.0, 5.0), False),
+    PERSON: ((math.pi / 4 - 0.2, math.pi / 4 + 0.2), (3.0, 5.0), False),
+}
+
+
 def _paint(img: Tensor, mask: Tensor, region: Tensor, cls: int, g: torch.Generator,
            yy: Tensor, xx: Tensor) -> None:
-    """Fill ``region`` with a striped random colour and label it ``cls`` (in place)."""
-    angle, period = _u(g, 0, math.pi), _u(g, 3, 12)
+    """Fill ``region`` with the class's texture in a random colour and label it ``cls``."""
+    (a0, a1), (p0, p1), checker = _TEXTURE[cls]
+    angle, period = _u(g, a0, a1), _u(g, p0, p1)
     stripes = torch.sin((xx * math.cos(angle) + yy * math.sin(angle)) * 2 * math.pi / period)
-    texture = _colour(g) + _u(g, 5, 30) * stripes
+    if checker:
+        stripes = torch.sign(stripes * torch.sin((-xx * math.sin(angle) + yy * math.cos(angle))
+                                                 * 2 * math.pi / period))
+    texture = _colour(g) + _u(g, 15, 35) * stripes
     img[:, region] = texture.expand_as(img)[:, region]
     mask[region] = cls
 
