@@ -113,11 +113,14 @@ def info(target: Optional[str] = typer.Argument(None, help="config.yaml, checkpo
          classes: int = typer.Option(21, "--classes", help="class count for arch:encoder"),
          paths: bool = typer.Option(False, "--paths", help="list module paths (for hooks/globs)"),
          compare: Optional[List[str]] = typer.Option(None, "--compare", help="TEACHER STUDENT"),
-         latency: bool = typer.Option(False, "--latency")) -> None:
-    """Parameters, FLOPs, latency and module paths of a model."""
+         latency: bool = typer.Option(False, "--latency"),
+         onnx: bool = typer.Option(False, "--onnx", help="with --compare: onnxruntime latency too"),
+         data_root: Optional[str] = typer.Option(None, "--data-root", help="with --compare: mIoU too")) -> None:
+    """Parameters, FLOPs, latency and module paths of a model; or teacher vs student."""
     from .inspect import info_command
 
-    info_command(target, _pair(size), classes, paths, latency, compare or [], out)
+    info_command(target, _pair(size), classes, paths, latency, compare or [], out,
+                 onnx=onnx, data_root=data_root)
 
 
 @app.command("list")

@@ -66,7 +66,7 @@ def paths_table(model: torch.nn.Module) -> Table:
 
 
 def info_command(target: str, size, classes: int, paths: bool, latency: bool,
-                 compare: list[str], console) -> None:
+                 compare: list[str], console, onnx: bool = False, data_root: str | None = None) -> None:
     from .models.profile import count_flops, count_params, measure_latency
 
     if compare:
@@ -74,7 +74,8 @@ def info_command(target: str, size, classes: int, paths: bool, latency: bool,
 
         if len(compare) != 2:
             raise SegkdError("--compare takes TEACHER and STUDENT: --compare T --compare S")
-        rows = compare_models(compare[0], compare[1], size=size or (512, 512))
+        rows = compare_models(compare[0], compare[1], size=size or (512, 512), onnx=onnx,
+                              data_root=data_root)
         t = Table(title=f"teacher vs student at {size}")
         for k in rows[0]:
             t.add_column(k)
