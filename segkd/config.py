@@ -206,6 +206,16 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _unalias(node: Any) -> Any:
+    """A copy in which YAML anchors/aliases no longer share objects (so that overriding
+    ``stages.0...`` does not also change a stage that reused the same anchor)."""
+    if isinstance(node, dict):
+        return {k: _unalias(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unalias(v) for v in node]
+    return node
+
+
 def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
     """Read a YAML config, resolving ``_base_`` (a path or list of paths relative to the file)."""
     path = Path(path)
@@ -214,7 +224,7 @@ def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
     if path.resolve() in _seen:
         raise ConfigError(f"circular _base_ reference at {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = _unalias(yaml.safe_load(path.read_text()) or {})
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
