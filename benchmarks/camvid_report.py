@@ -15,7 +15,7 @@ CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", 
            "Pedestrian", "Bicyclist"]
 ARMS = [("teacher-r34", "teacher UNet-R34 (30 ep, scale+crop aug)"), ("baseline-r18", "baseline UNet-R18 (CE)"),
         ("r18-kd", "KD"), ("r18-at", "AT"), ("r18-ofd", "OFD"), ("r18-cwd", "CWD"), ("r18-dist", "DIST"),
-        ("r18-combo", "combo (KD+CWD+AT)"), ("r18-pnp", "Plug and Play (R34, cheap convs, images only)")]
+        ("r18-combo", "combo: DIST + OFD"), ("r18-pnp", "Plug and Play (R34, cheap convs, images only)")]
 
 
 def _row(runs: Path, d: str, label: str, base: float | None) -> tuple[str, str] | None:
