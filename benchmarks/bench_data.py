@@ -15,7 +15,6 @@ steady-state rate over the next ``--batches`` batches.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -183,9 +182,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     result = {"machine": {**info, "threads": torch.get_num_threads(),
                           "loadavg_end": list(os.getloadavg())},
               "args": vars(a), "note": a.note, "rows": rows, "verdict": verdict}
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(result, indent=1))
+    bs.write_json(a.json, result)
     return result
 
 

@@ -600,10 +600,15 @@ def main(argv: Optional[list[str]] = None) -> dict:
         keep = {k: v for k, v in variants.items() if k in ("segkd_kd", "bare_kd")}
         result["profile"] = profile_steps(keep, batches, device)
         print_profile(result["profile"])
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(result, indent=1))
+    write_json(a.json, result)
     return result
+
+
+def write_json(path: Optional[str], obj: dict) -> None:
+    """Write ``obj`` as JSON to ``path`` (parents created); nothing when ``path`` is None."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(obj, indent=1))
 
 
 if __name__ == "__main__":
