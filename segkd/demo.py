@@ -73,7 +73,7 @@ def run_demo(out: Path, epochs: int = 0, quick: bool = False, console=None) -> l
 def demo_table(rows: list[dict]) -> Table:
     t = Table(title="segkd demo (synthetic data, val split)")
     for k in rows[0]:
-        t.add_column(k, justify="left" if k in ("run", "model") else "right", no_wrap=k == "model")
+        t.add_column(k, justify="left" if k in ("run", "model") else "right", no_wrap=k in ("run", "model"))
     for r in rows:
         t.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()])
     return t
