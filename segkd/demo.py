@@ -41,7 +41,6 @@ def run_demo(out: Path, epochs: int = 0, quick: bool = False, console=None) -> l
     import os
 
     from .engine import Engine
-    from .inspect import load_any_model  # noqa: F401
     from .models.profile import count_flops, measure_latency
     from .engine.build import model_from_checkpoint
 

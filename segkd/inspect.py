@@ -76,12 +76,16 @@ def info_command(target: str, size, classes: int, paths: bool, latency: bool,
             raise SegkdError("--compare takes TEACHER and STUDENT: --compare T --compare S")
         rows = compare_models(compare[0], compare[1], size=size or (512, 512), onnx=onnx,
                               data_root=data_root)
-        t = Table(title=f"teacher vs student at {size}")
-        for k in rows[0]:
-            t.add_column(k)
+        t = Table(title=f"teacher vs student at {size[0]}x{size[1]} (latency: batch 1, ms)")
+        keys = [k for k in rows[0] if k != "path"]
+        for k in keys:
+            t.add_column(k, no_wrap=True)
         for r in rows:
-            t.add_row(*[f"{v:,.4g}" if isinstance(v, float) else str(v) for v in r.values()])
+            t.add_row(*[f"{r[k]:,.4g}" if isinstance(r[k], float) else f"{r[k]:,}"
+                        if isinstance(r[k], int) else str(r[k]) for k in keys])
         console.print(t)
+        for r in rows:
+            console.print(f"{r['name']}: {r['path']}", highlight=False)
         return
     if not target:
         raise SegkdError("give a model (config.yaml, checkpoint or arch:encoder) or --compare T --compare S")
