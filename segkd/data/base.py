@@ -170,7 +170,7 @@ class SegmentationDataset(Dataset):
             raise DataError(f"dataset '{name}': empty split (no items)")
         self.classes = list(classes)
         self.ignore_index = int(ignore_index)
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.set_normalization(mean, std)
         self.transform = transform
         self.lut = None if lut is None else torch.as_tensor(lut, dtype=torch.int64)
         if self.lut is not None and self.lut.shape != (256,):
@@ -180,6 +180,10 @@ class SegmentationDataset(Dataset):
         self.name = name
         self.cache = cache
         self._cache: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Per-channel mean/std applied after the transforms (e.g. a config override)."""
+        self.mean, self.std = tuple(mean), tuple(std)
         self._mean_t = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
         self._std_t = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
 

@@ -10,7 +10,7 @@ from ..config import Config, ModelCfg, StageCfg, TeacherCfg
 from ..distill.distiller import Distiller, Term
 from ..errors import CheckpointError, ConfigError
 from ..models import create_model
-from .checkpoint import is_segkd, load_checkpoint
+from .checkpoint import is_segkd, load_checkpoint, load_strict
 
 
 def model_spec(cfg: ModelCfg, num_classes: int) -> dict[str, Any]:
@@ -55,20 +55,8 @@ def build_from_spec(spec: dict, replacements: list[dict] | None = None,
 
 
 def load_state(model: nn.Module, state: dict, source: str) -> None:
-    """Strict load with a message listing missing / unexpected keys and shape mismatches."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = [f"{source} does not match this architecture:"]
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
-            if items:
-                parts.append(f"  {len(items)} {title} key(s): {', '.join(items[:8])}"
-                             + (" ..." if len(items) > 8 else ""))
-        raise CheckpointError("\n".join(parts))
-    model.load_state_dict(state)
+    """Strict load (see :func:`segkd.engine.checkpoint.load_strict`)."""
+    load_strict(model, state, source)
 
 
 def model_from_checkpoint(path: str) -> tuple[nn.Module, dict, dict]:

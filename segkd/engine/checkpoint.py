@@ -98,3 +98,25 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
 
 def is_segkd(obj: dict) -> bool:
     return obj.get("format") == FORMAT
+
+
+def _listing(title: str, items: list[str], n: int = 10) -> str:
+    more = f", ... ({len(items) - n} more)" if len(items) > n else ""
+    return f"{title} ({len(items)}): {', '.join(items[:n])}{more}"
+
+
+def load_strict(model: torch.nn.Module, state: dict, source: str) -> None:
+    """Load every key, check every shape; a CheckpointError lists missing / unexpected keys and
+    shape mismatches (the first 10 of each, with counts)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+              for k, v in state.items() if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = [_listing(t, x) for t, x in (("missing keys", missing), ("unexpected keys", unexpected),
+                                             ("shape mismatches", shapes)) if x]
+        raise CheckpointError(f"{source} does not match this architecture "
+                              f"('{type(model).__name__}'): " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+

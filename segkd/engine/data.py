@@ -94,10 +94,8 @@ def _dataset(cfg: DataCfg, split: str, train: bool, name: str | None = None,
                                         blur=cfg.blur, ignore_index=ds.ignore_index)
     else:
         ds.transform = EvalResize(cfg.size) if cfg.eval_at_label_size else build_transforms(False, size=cfg.size)
-    if cfg.mean is not None:
-        ds.mean, ds._mean_t = cfg.mean, torch.tensor(cfg.mean).view(3, 1, 1)
-    if cfg.std is not None:
-        ds.std, ds._std_t = cfg.std, torch.tensor(cfg.std).view(3, 1, 1)
+    if cfg.mean is not None or cfg.std is not None:
+        ds.set_normalization(cfg.mean or ds.mean, cfg.std or ds.std)
     return ds
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from ...errors import CheckpointError
-from ...registry import MODELS, RegistryError
+from ...registry import MODELS
 from . import deeplab_resnet as _deeplab  # noqa: F401  (registers MODELS)
 from . import wider_resnet as _wider  # noqa: F401
 
@@ -107,26 +107,6 @@ def extract_state_dict(obj: Any, path: str | os.PathLike = "<checkpoint>") -> di
     return dict(sd)
 
 
-def _listing(title: str, items: list[str], n: int = 10) -> str:
-    more = f", ... ({len(items) - n} more)" if len(items) > n else ""
-    return f"{title} ({len(items)}): {', '.join(items[:n])}{more}"
-
-
-def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load every key, check every shape; CheckpointError lists what does not fit."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-              for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = [_listing(t, x) for t, x in (("missing keys", missing),
-                 ("unexpected keys", unexpected), ("shape mismatches", shapes)) if x]
-        raise CheckpointError(f"{source} does not match architecture "
-                              f"'{type(model).__name__}': " + "; ".join(parts))
-    model.load_state_dict(state_dict, strict=True)
-
-
 def _spec(fmt: str) -> TeacherFormat:
     if fmt not in FORMATS:
         raise CheckpointError(f"unknown teacher format '{fmt}'; known: {', '.join(FORMATS)}")
@@ -165,6 +145,8 @@ def load_teacher_checkpoint(path: str | os.PathLike, fmt: str) -> tuple[nn.Modul
     meta = _meta(spec, fmt, num_classes, container)
     del container  # the real files also carry every SGD momentum buffer: free them early
     model = MODELS.build(spec.arch, num_classes=num_classes, **spec.kwargs)
+    from ...engine.checkpoint import load_strict
+
     load_strict(model, sd, f"{path} ({fmt})")
     return model.eval(), meta
 
@@ -182,21 +164,8 @@ def import_teacher(path: str | os.PathLike, fmt: str, out_path: str | os.PathLik
 
 
 def load_model_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model from a segkd model checkpoint (architecture via MODELS), eval mode."""
-    ckpt = safe_load(path)
-    if not isinstance(ckpt, Mapping) or ckpt.get("format") != SEGKD_FORMAT:
-        raise CheckpointError(f"{path}: not a segkd checkpoint (no format='{SEGKD_FORMAT}'); "
-                              f"import a published teacher first with import_teacher")
-    if ckpt.get("version") != SEGKD_VERSION or ckpt.get("kind") != "model":
-        raise CheckpointError(f"{path}: unsupported segkd checkpoint version/kind "
-                              f"{ckpt.get('version')!r}/{ckpt.get('kind')!r} (expected "
-                              f"{SEGKD_VERSION}/'model')")
-    spec = ckpt.get("model")
-    if not isinstance(spec, Mapping) or "arch" not in spec or "state_dict" not in ckpt:
-        raise CheckpointError(f"{path}: segkd checkpoint lacks 'model.arch' or 'state_dict'")
-    try:
-        model = MODELS.build(spec["arch"], **spec.get("kwargs", {}))
-    except RegistryError as err:  # unknown architecture name
-        raise CheckpointError(f"{path}: {err}") from err
-    load_strict(model, ckpt["state_dict"], str(path))
-    return model.eval(), dict(ckpt.get("meta", {}))
+    """Rebuild a model from a segkd checkpoint (e.g. import_teacher's output), in eval mode."""
+    from ...engine.build import model_from_checkpoint
+
+    model, meta, _ = model_from_checkpoint(str(path))
+    return model.eval(), dict(meta)
