@@ -38,12 +38,22 @@ class DataCfg(_Strict):
     eval_at_label_size: bool = True  # upsample logits to the original label size for metrics
     batch_size: int = Field(8, ge=1)
     eval_batch_size: Optional[int] = None
-    num_workers: int = Field(2, ge=0)
+    # loader processes per training process; "auto": enough to feed an accelerator (up to 8,
+    # never more than this process's share of the CPUs), 1 on a CPU-only run
+    num_workers: int | Literal["auto"] = "auto"
     cache: bool = False
     mean: Optional[tuple[float, float, float]] = None
     std: Optional[tuple[float, float, float]] = None
     options: dict[str, Any] = {}  # dataset-specific keyword arguments
     unlabeled: Optional[dict[str, Any]] = None  # {name, root, split, options} for label-free stages
+
+
+    @field_validator("num_workers")
+    @classmethod
+    def _workers(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("num_workers must be >= 0 or 'auto'")
+        return v
 
 
 class ModelCfg(_Strict):

@@ -1,6 +1,7 @@
 """Datasets and loaders for a run, built from ``DataCfg`` (the only place that reads it)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -159,6 +160,34 @@ class SeededDataset(torch.utils.data.Dataset):
         if seed is not None:
             torch.manual_seed(seed)
         return self.ds[i]
+
+
+MAX_AUTO_WORKERS = 8
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a SLURM allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(value: int | str, device_type: str, local_world_size: int = 1,
+                    cpus: int | None = None) -> int:
+    """The loader worker count for ``data.num_workers`` (an int is taken as given).
+
+    ``"auto"``: on an accelerator, this process's share of the CPUs less one for the process
+    itself, between 1 and 8 (the share is what the other ranks on the node leave it); on a
+    CPU-only run 1 worker, 0 on a single core: there the workers take cores from the model.
+    """
+    if value != "auto":
+        return int(value)
+    cpus = available_cpus() if cpus is None else cpus
+    if device_type == "cpu":
+        return 1 if cpus > 1 else 0
+    share = cpus // max(1, local_world_size)
+    return max(1, min(MAX_AUTO_WORKERS, share - 1))
 
 
 def make_loader(ds, batch_size: int, train: bool, num_workers: int, seed: int,

@@ -15,12 +15,15 @@ from ..errors import ConfigError, SegkdError
 from .build import (apply_replacements, build_distiller, build_from_spec, build_teacher,
                     load_state, model_from_checkpoint, model_spec, stage_terms)
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import build_data, make_loader
+from .data import build_data, make_loader, resolve_workers
 from .evaluate import evaluate
 from .fabric import make_fabric
 from .logger import RunLogger
 from .optim import build_optimizer, build_scheduler
 from .state import model_checkpoint, rng_state, seed_all, set_rng_state
+
+
+DATA_BOUND = 0.2  # share of an epoch spent waiting for data above which the run says so
 
 
 class NonFiniteLoss(SegkdError):
@@ -38,6 +41,8 @@ class Engine:
         self.progress = {"stage": 0, "epoch": 0, "step": 0, "best": None, "best_epoch": None,
                          "replaced_upto": 0, "images": 0, "train_time": 0.0}
         self.history: list[dict] = []
+        self._workers_said = False
+        self._slow_data_said = False
 
     # ================================================================== setup
     def _setup(self) -> Optional[dict]:
@@ -140,12 +145,19 @@ class Engine:
         cfg, f = self.cfg, self.fabric
         ds = self.data.images if stage.data == "images" and self.data.images is not None else self.data.train
         pin = f.device.type == "cuda"
-        train = make_loader(ds, cfg.data.batch_size, True, cfg.data.num_workers, cfg.seed,
+        workers = resolve_workers(cfg.data.num_workers, f.device.type,
+                                  f.world_size // max(1, cfg.trainer.num_nodes))
+        if not self._workers_said:
+            self._workers_said = True
+            self.logger.info(f"data: {workers} loader worker(s) per process"
+                             f"{' (auto)' if cfg.data.num_workers == 'auto' else ''}, "
+                             f"cache {'on' if cfg.data.cache else 'off'}")
+        train = make_loader(ds, cfg.data.batch_size, True, workers, cfg.seed,
                             f.world_size, f.global_rank, pin)
         val = None
         if self.data.val is not None:
             val = make_loader(self.data.val, cfg.data.eval_batch_size or cfg.data.batch_size, False,
-                              cfg.data.num_workers, cfg.seed, f.world_size, f.global_rank, pin)
+                              workers, cfg.seed, f.world_size, f.global_rank, pin)
         return train, val
 
     def _run_stage(self, si: int, stage: StageCfg, ckpt: Optional[dict]) -> None:
@@ -197,7 +209,9 @@ class Engine:
         elif sched is not None and when == "epoch":
             sched.step()
         row = {f"train/{k}": v for k, v in stats.items() if k.startswith("loss")}
-        row.update({"lr": opt.param_groups[0]["lr"], "train/images_per_s": stats["images"] * f.world_size / dt})
+        row.update({"lr": opt.param_groups[0]["lr"], "train/images_per_s": stats["images"] * f.world_size / dt,
+                    "train/data_wait": stats["data_wait"]})
+        self._say_if_data_bound(stats["data_wait"], epoch)
         last = epoch + 1 == stage.epochs
         if val_loader is not None and ((epoch + 1) % stage.val_every == 0 or last):
             row.update(self._validate(stage, val_loader))
@@ -209,6 +223,18 @@ class Engine:
                         self.progress["step"], stage=stage.name, epoch=epoch + 1)
         self.logger.info(_epoch_line(title, row))
         self._save_last(opt, sched)
+
+    def _say_if_data_bound(self, share: float, epoch: int) -> None:
+        """Once per run: warn when the loader held training back (after a stage's first epoch,
+        which also pays for worker start-up and filling the cache)."""
+        if epoch == 0 or share < DATA_BOUND or self._slow_data_said:
+            return
+        self._slow_data_said = True
+        self.logger.info(
+            f"[yellow]data loading is the bottleneck: {share:.0%} of the last epoch was spent "
+            f"waiting for batches. Raise data.num_workers (now {self.cfg.data.num_workers}), "
+            "set data.cache: true (decoded images kept in memory), or store the images "
+            "downscaled to the training size.[/yellow]")
 
     def _validate(self, stage: StageCfg, loader) -> dict:
         d, f = self.distiller, self.fabric

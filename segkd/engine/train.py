@@ -32,14 +32,26 @@ def _check_finite(out: dict, where: str, i: int) -> None:
 def train_epoch(fabric, module, opt, sched, loader, iters: int, *, labeled: bool, accum: int,
                 grad_clip: Optional[float], channels_last: bool, log_every: int, logger,
                 title: str, step0: int, where: str) -> dict:
-    """Train ``iters`` iterations; return mean losses, optimiser steps and images seen."""
+    """Train ``iters`` iterations; return mean losses, optimiser steps, images seen and
+    ``data_wait``: the share of the epoch's wall time spent waiting for the next batch.
+
+    The host never waits for the accelerator here (no synchronisation outside log points), so
+    time blocked in the loader is time the accelerator could have been fed: a share near 0
+    means the data pipeline keeps up, a large one that it is the bottleneck.
+    """
     module.train()
     device = fabric.device
     sums: dict[str, torch.Tensor] = {}
     steps, images, t0 = 0, 0, time.time()
     check_every = 1 if device.type == "cpu" else log_every  # CPU: checking costs nothing
     logger.start_epoch(title, iters)
-    for i, batch in enumerate(_batches(loader, iters)):
+    source, waited, start = _batches(loader, iters), 0.0, time.perf_counter()
+    for i in range(iters):
+        tw = time.perf_counter()
+        batch = next(source, None)
+        waited += time.perf_counter() - tw
+        if batch is None:
+            break
         x = batch["image"].to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -71,4 +83,5 @@ def train_epoch(fabric, module, opt, sched, loader, iters: int, *, labeled: bool
         logger.advance(status)
     logger.end_epoch()
     stats = {k: float(v) / iters for k, v in sums.items()}
-    return {**stats, "steps": steps, "images": images}
+    wall = time.perf_counter() - start
+    return {**stats, "steps": steps, "images": images, "data_wait": waited / wall if wall > 0 else 0.0}
