@@ -95,3 +95,41 @@ def test_run_logs_data_wait_and_says_when_loading_is_the_bottleneck(tmp_path, ti
     eng._say_if_data_bound(loop.DATA_BOUND + 0.1, epoch=2)
     err = capsys.readouterr().err
     assert err.count("data loading is the bottleneck") == 1 and "num_workers" in err
+
+
+def _synthetic_train(tmp_path):
+    from segkd.config import DataCfg
+    from segkd.engine.data import build_data
+
+    cfg = DataCfg(name="synthetic", batch_size=4, num_workers=0, hflip=True, scale=(0.5, 1.5),
+                  crop=(24, 24), options={"num_images": 12, "size": [32, 32], "num_classes": 4})
+    return build_data(cfg).train
+
+
+def _epoch_batches(ds, workers: int, epoch: int) -> list[dict]:
+    from segkd.engine.data import make_loader
+
+    loader = make_loader(ds, 4, True, workers, seed=3)
+    loader.sampler.set_epoch(epoch)
+    return list(loader)
+
+
+def test_augmentation_depends_on_seed_and_epoch_not_on_workers(tmp_path):
+    ds = _synthetic_train(tmp_path)
+    inline, two = _epoch_batches(ds, 0, epoch=1), _epoch_batches(ds, 2, epoch=1)
+    for a, b in zip(inline, two, strict=True):
+        assert a["name"] == b["name"]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    other = _epoch_batches(ds, 0, epoch=2)
+    assert not all(torch.equal(a["image"], b["image"]) for a, b in zip(inline, other))
+
+
+def test_per_sample_seeding_leaves_accelerator_generators_alone(tmp_path, monkeypatch):
+    """Seeding each sample must not go through torch.manual_seed: on a CUDA build that queues a
+    lazy CUDA seeding and formats a stack trace per sample (a third of a cached loader's time)."""
+    def refuse(*_a, **_k):
+        raise AssertionError("per-sample seeding touched the CUDA generators")
+
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", refuse)
+    ds = _synthetic_train(tmp_path)
+    assert len(_epoch_batches(ds, 0, epoch=0)) == 3
