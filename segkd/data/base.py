@@ -184,8 +184,10 @@ class SegmentationDataset(Dataset):
     def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
         """Per-channel mean/std applied after the transforms (e.g. a config override)."""
         self.mean, self.std = tuple(mean), tuple(std)
-        self._mean_t = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
-        self._std_t = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
+        mean_t = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
+        std_t = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
+        # (x - mean) / std as one fused multiply-add: x * (1 / std) + (-mean / std)
+        self._inv_std, self._shift = 1.0 / std_t, -mean_t / std_t
 
     @property
     def num_classes(self) -> int:
@@ -284,8 +286,9 @@ class SegmentationDataset(Dataset):
     def normalize(self, image: Tensor) -> Tensor:
         """uint8 (0..255) or float (0..1) [3,H,W] -> float32 normalised with mean/std."""
         x = image.as_subclass(Tensor)
-        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-        return (x - self._mean_t) / self._std_t
+        if x.dtype == torch.uint8:
+            return torch.addcmul(self._shift, x.float(), self._inv_std / 255.0)
+        return torch.addcmul(self._shift, x.float(), self._inv_std)
 
     def __repr__(self) -> str:
         return (f"SegmentationDataset(name={self.name!r}, items={len(self)}, "
