@@ -133,3 +133,41 @@ def test_per_sample_seeding_leaves_accelerator_generators_alone(tmp_path, monkey
     monkeypatch.setattr(torch.cuda, "manual_seed_all", refuse)
     ds = _synthetic_train(tmp_path)
     assert len(_epoch_batches(ds, 0, epoch=0)) == 3
+
+
+def test_cached_training_items_hold_the_resized_image_and_match_the_uncached_pipeline():
+    """With data.cache the fixed resize is paid once: the cache holds the prepared item, and
+    every sample equals what the one-piece pipeline gives for the same random state."""
+    from segkd.config import DataCfg
+    from segkd.data.transforms import build_transforms
+    from segkd.engine.data import build_data
+
+    opts = {"num_images": 6, "size": [40, 48], "num_classes": 4}
+    cached = build_data(DataCfg(name="synthetic", size=(20, 24), scale=(0.75, 1.25), crop=(16, 16),
+                                color_jitter=0.3, cache=True, options=opts)).train
+    plain = build_data(DataCfg(name="synthetic", cache=False, options=opts)).train
+    plain.transform = build_transforms(True, size=(20, 24), scale=(0.75, 1.25), crop=(16, 16),
+                                       color_jitter=0.3, ignore_index=plain.ignore_index)
+    for i in range(len(cached)):
+        for seed in (0, 1):
+            torch.manual_seed(seed)
+            a = cached[i]
+            torch.manual_seed(seed)
+            b = plain[i]
+            assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    image, mask = cached._cache[0]
+    assert image.dtype == torch.uint8 and tuple(image.shape) == (3, 20, 24)
+    assert tuple(mask.shape) == (20, 24)
+
+
+def test_cached_eval_items_resize_the_image_only():
+    from segkd.config import DataCfg
+    from segkd.engine.data import _dataset
+
+    cfg = DataCfg(name="synthetic", size=(20, 24), cache=True,
+                  options={"num_images": 4, "size": [40, 48], "num_classes": 4})
+    val = _dataset(cfg, "val", train=False)
+    item = val[0]
+    assert tuple(item["image"].shape) == (3, 20, 24) and tuple(item["mask"].shape) == (40, 48)
+    image, _ = val._cache[0]
+    assert image.dtype == torch.uint8 and torch.equal(val[0]["image"], item["image"])

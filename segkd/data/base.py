@@ -180,6 +180,9 @@ class SegmentationDataset(Dataset):
         self.name = name
         self.cache = cache
         self._cache: dict[int, tuple[Tensor, Tensor]] = {}
+        # deterministic joint transform applied once per item before ``transform`` (a fixed
+        # resize); with ``cache`` its output is what is kept, so it is not paid again
+        self.prepare: Transform | None = None
 
     def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
         """Per-channel mean/std applied after the transforms (e.g. a config override)."""
@@ -212,11 +215,21 @@ class SegmentationDataset(Dataset):
 
     # ------------------------------------------------------------------ loading
     def load_raw(self, i: int) -> tuple[Tensor, Tensor]:
-        """Decoded item ``i``: image uint8 [3,H,W] and mask of train ids [H,W] (cached)."""
-        if self.cache and i in self._cache:
+        """Decoded item ``i``: image uint8 [3,H,W] and mask of train ids [H,W] (before
+        ``prepare``; from the cache when ``prepare`` does not change what it holds)."""
+        if self.cache and self.prepare is None and i in self._cache:
             return self._cache[i]
         image, mask = self._load(i)
-        mask = self._compact(mask)
+        return image, self._compact(mask)
+
+    def load_prepared(self, i: int) -> tuple[Tensor, Tensor]:
+        """Item ``i`` decoded and ``prepare``d: what ``transform`` starts from (cached)."""
+        if self.cache and i in self._cache:
+            return self._cache[i]
+        image, mask = self.load_raw(i)
+        if self.prepare is not None:
+            img, msk = self.prepare(tv_tensors.Image(image), tv_tensors.Mask(mask))
+            image, mask = img.as_subclass(Tensor), msk.as_subclass(Tensor)
         if self.cache:
             self._cache[i] = (image, mask)
         return image, mask
@@ -276,7 +289,7 @@ class SegmentationDataset(Dataset):
 
     # ------------------------------------------------------------------ output
     def __getitem__(self, i: int) -> dict[str, Tensor | str]:
-        image, mask = self.load_raw(i)
+        image, mask = self.load_prepared(i)
         img, msk = tv_tensors.Image(image), tv_tensors.Mask(mask)
         if self.transform is not None:
             img, msk = self.transform(img, msk)

@@ -37,10 +37,9 @@ class ClassificationDataset(SegmentationDataset):
 
     def __getitem__(self, i: int) -> dict[str, Tensor | str]:
         image = tv_tensors.Image(read_image(self.items[i][0]))
-        if self.transform is not None:  # geometry applies to the image; the label is not a map
-            image, _ = self.transform(image, tv_tensors.Mask(torch.zeros(image.shape[-2:], dtype=torch.uint8)))
-        elif image.dtype == torch.uint8:
-            image = image.float() / 255.0
+        for step in (self.prepare, self.transform):  # geometry only: the label is not a map
+            if step is not None:
+                image, _ = step(image, tv_tensors.Mask(torch.zeros(image.shape[-2:], dtype=torch.uint8)))
         return {"image": self.normalize(image), "mask": torch.full((1, 1), self.labels[i], dtype=torch.int64),
                 "name": self.item_name(i)}
 

@@ -85,6 +85,25 @@ def _train_steps(
     return steps
 
 
+def split_transforms(
+    train: bool,
+    size: tuple[int, int] | None = None,
+    scale: tuple[float, float] | None = None,
+    crop: tuple[int, int] | None = None,
+    hflip: bool = True,
+    color_jitter: float = 0.0,
+    blur: float = 0.0,
+    ignore_index: int = 255,
+) -> tuple[v2.Transform | None, JointTransform]:
+    """:func:`build_transforms` as ``(prepare, rest)``: the fixed resize, deterministic and so
+    cacheable with the decoded item, and everything after it. ``rest(prepare(x))`` equals
+    ``build_transforms(...)(x)`` for the same random state."""
+    prepare = _resize(size) if size is not None else None
+    rest = build_transforms(train, None, scale, crop, hflip, color_jitter, blur, ignore_index,
+                            base_size=size)
+    return prepare, rest
+
+
 def build_transforms(
     train: bool,
     size: tuple[int, int] | None = None,

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 from ..config import DataCfg
-from ..data import build_dataset, build_transforms, select_fraction, write_file_list
+from ..data import build_dataset, select_fraction, write_file_list
+from ..data.transforms import split_transforms
 from ..data.base import SegmentationDataset
 
 
@@ -27,7 +28,7 @@ class EvalResize:
 
         if self.size is not None and tuple(image.shape[-2:]) != tuple(self.size):
             image = TF.resize(image, list(self.size), antialias=True)
-        return image.float().div_(255.0) if image.dtype == torch.uint8 else image, mask
+        return image, mask  # uint8 stays uint8 (4x less to cache); normalize() scales it
 
 
 def pad_collate(batch: list[dict], ignore_index: int = 255) -> dict[str, Any]:
@@ -90,11 +91,13 @@ def _dataset(cfg: DataCfg, split: str, train: bool, name: str | None = None,
     ds = build_dataset(name or cfg.name, root=root if root is not None else cfg.root, split=split,
                        cache=cfg.cache, **(cfg.options if options is None else options))
     if train:
-        ds.transform = build_transforms(True, size=cfg.size, scale=cfg.scale, crop=cfg.crop,
-                                        hflip=cfg.hflip, color_jitter=cfg.color_jitter,
-                                        blur=cfg.blur, ignore_index=ds.ignore_index)
+        ds.prepare, ds.transform = split_transforms(
+            True, size=cfg.size, scale=cfg.scale, crop=cfg.crop, hflip=cfg.hflip,
+            color_jitter=cfg.color_jitter, blur=cfg.blur, ignore_index=ds.ignore_index)
+    elif cfg.eval_at_label_size:
+        ds.prepare, ds.transform = EvalResize(cfg.size), None
     else:
-        ds.transform = EvalResize(cfg.size) if cfg.eval_at_label_size else build_transforms(False, size=cfg.size)
+        ds.prepare, ds.transform = split_transforms(False, size=cfg.size)
     if cfg.mean is not None or cfg.std is not None:
         ds.set_normalization(cfg.mean or ds.mean, cfg.std or ds.std)
     return ds
