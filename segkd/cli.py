@@ -115,12 +115,18 @@ def info(target: Optional[str] = typer.Argument(None, help="config.yaml, checkpo
          compare: Optional[List[str]] = typer.Option(None, "--compare", help="TEACHER STUDENT"),
          latency: bool = typer.Option(False, "--latency"),
          onnx: bool = typer.Option(False, "--onnx", help="with --compare: onnxruntime latency too"),
-         data_root: Optional[str] = typer.Option(None, "--data-root", help="with --compare: mIoU too")) -> None:
+         data_root: Optional[str] = typer.Option(None, "--data-root", help="with --compare: mIoU too"),
+         device: str = typer.Option("cpu", "--device", help="latency on cpu or cuda"),
+         dtype: str = typer.Option("fp32", "--dtype", help="latency precision: fp32, bf16, fp16 (GPU)"),
+         batch: int = typer.Option(1, "--batch", help="latency batch size"),
+         channels_last: bool = typer.Option(False, "--channels-last", help="latency in channels_last")) -> None:
     """Parameters, FLOPs, latency and module paths of a model; or teacher vs student."""
+    from .export import LatencySetup
     from .inspect import info_command
 
+    setup = LatencySetup(device=device, dtype=dtype, batch=batch, channels_last=channels_last)
     info_command(target, _pair(size), classes, paths, latency, compare or [], out,
-                 onnx=onnx, data_root=data_root)
+                 onnx=onnx, data_root=data_root, setup=setup)
 
 
 @app.command("list")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -335,13 +336,28 @@ def load_predictor(path: str | Path, device: str = "cpu"
     return fwd, meta
 
 
+def onnx_providers(device: str) -> list[str]:
+    """onnxruntime execution providers for ``device`` ("cpu" or "cuda"), or a clear error when
+    this onnxruntime cannot run there (the CPU-only wheel has no CUDA provider)."""
+    if torch.device(device).type == "cpu":
+        return ["CPUExecutionProvider"]
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise ExportError(f"this onnxruntime has no CUDA provider (has: "
+                          f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu "
+                          "for GPU latency, or measure ONNX on the CPU")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
 def onnx_latency(onnx_path: str | Path, size: Size, batch: int = 1, warmup: int = 3,
-                 iters: int = 10) -> dict[str, float]:
-    """onnxruntime CPU latency of one ``[batch,3,H,W]`` forward, as many threads as torch uses."""
+                 iters: int = 10, device: str = "cpu") -> dict[str, float]:
+    """onnxruntime latency of one ``[batch,3,H,W]`` forward on ``device`` (CPU: as many threads
+    as torch uses; CUDA: the CUDA provider, inputs copied from the host each run)."""
     import statistics
     import timeit
 
-    pred = OnnxPredictor(onnx_path, threads=torch.get_num_threads())
+    pred = OnnxPredictor(onnx_path, providers=onnx_providers(device), threads=torch.get_num_threads())
     x = np.random.default_rng(0).standard_normal((batch, 3, *size)).astype(np.float32)
     times = [t * 1e3 for t in timeit.repeat(lambda: pred(x), number=1, repeat=warmup + iters)[warmup:]]
     return {"mean_ms": statistics.fmean(times), "std_ms": statistics.pstdev(times)}
@@ -357,8 +373,8 @@ def _miou(path: str, data_root: str, dataset: str | None, split: str, size: Size
     return float(next(m[k] for k in ("mIoU", "miou", "mean_iou") if k in m))
 
 
-def _compare_row(name: str, path: str, size: Size, device: str, onnx: bool, data_root: str | None,
-                 dataset: str | None, split: str, reps: tuple[int, int]) -> dict:
+def _compare_row(name: str, path: str, size: Size, setup: LatencySetup, onnx: bool,
+                 data_root: str | None, dataset: str | None, split: str) -> dict:
     """One row of ``compare_models`` (an .onnx file is profiled through its sidecar's architecture)."""
     from .models.profile import count_flops, count_params, measure_latency
 
@@ -368,15 +384,18 @@ def _compare_row(name: str, path: str, size: Size, device: str, onnx: bool, data
     else:
         model, onnx_file = model_from_checkpoint(path)[0], None
     net = _LogitsOnly(model).eval()
-    lat = measure_latency(net, size, batch=1, device=device, warmup=reps[0], iters=reps[1])
+    lat = measure_latency(net, size, batch=setup.batch, device=setup.device, warmup=setup.warmup,
+                          iters=setup.iters, channels_last=setup.channels_last,
+                          dtype=setup.torch_dtype())
     row = {"name": name, "path": path, "params": count_params(model),
            "gflops": count_flops(net, size) / 1e9, "latency_ms": lat["mean_ms"]}
     if onnx or onnx_file:
         with tempfile.TemporaryDirectory() as tmp:
             if onnx_file is None:
                 onnx_file = str(Path(tmp) / "model.onnx")
-                export_onnx(path, onnx_file, size=size)
-            row["onnx_latency_ms"] = onnx_latency(onnx_file, size, 1, *reps)["mean_ms"]
+                export_onnx(path, onnx_file, size=size, dynamic_shape=setup.batch > 1)
+            row["onnx_latency_ms"] = onnx_latency(onnx_file, size, setup.batch, setup.warmup,
+                                                  setup.iters, setup.device)["mean_ms"]
     if data_root:
         if path.endswith(".onnx"):
             raise ExportError(f"mIoU of {path}: give the segkd checkpoint, not the .onnx")
@@ -384,16 +403,45 @@ def _compare_row(name: str, path: str, size: Size, device: str, onnx: bool, data
     return row
 
 
+@dataclass(frozen=True)
+class LatencySetup:
+    """Where and how latency is measured: device, weight/activation dtype, batch, layout."""
+
+    device: str = "cpu"
+    dtype: str = "fp32"  # fp32 | bf16 | fp16 (the PyTorch model is converted; ONNX stays fp32)
+    batch: int = 1
+    channels_last: bool = False
+    warmup: int = 10
+    iters: int = 20
+
+    def torch_dtype(self) -> torch.dtype | None:
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype]
+
+    def check(self) -> None:
+        if self.dtype not in ("fp32", "bf16", "fp16"):
+            raise ExportError(f"latency dtype must be fp32, bf16 or fp16, got '{self.dtype}'")
+        if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
+            raise ExportError("--device cuda: no CUDA device is available to this process")
+        if self.dtype == "fp16" and torch.device(self.device).type == "cpu":
+            raise ExportError("fp16 latency is a GPU measurement; on the CPU use bf16 or fp32")
+        if self.batch < 1:
+            raise ExportError(f"latency batch must be >= 1, got {self.batch}")
+
+
 def compare_models(teacher_path: str, student_path: str, size: Size | None = None,
                    device: str = "cpu", data_root: str | None = None, dataset: str | None = None,
-                   split: str = "val", onnx: bool = False, warmup: int = 10, iters: int = 20) -> list[dict]:
-    """Teacher vs student: params, GFLOPs (2 x MACs) at ``size``, PyTorch latency (ms, batch 1),
-    onnxruntime latency (``onnx=True`` or an .onnx path: a checkpoint is then exported to a
-    temporary .onnx) and mIoU (when ``data_root`` is given). Returns one dict per model, both
+                   split: str = "val", onnx: bool = False, warmup: int = 10, iters: int = 20,
+                   setup: LatencySetup | None = None) -> list[dict]:
+    """Teacher vs student: params, GFLOPs (2 x MACs) at ``size``, PyTorch latency (ms per
+    forward of ``setup.batch`` images on ``setup.device`` in ``setup.dtype``), onnxruntime
+    latency on the same device (``onnx=True`` or an .onnx path: a checkpoint is then exported to
+    a temporary .onnx) and mIoU (when ``data_root`` is given). Returns one dict per model, both
     with the same keys: name, path, params, gflops, latency_ms[, onnx_latency_ms][, miou].
     Latencies: mean of ``iters`` timed runs after ``warmup`` untimed ones (first runs are slow)."""
     size = tuple(size) if size else (512, 512)
+    setup = setup or LatencySetup(device=device, warmup=warmup, iters=iters)
+    setup.check()
     onnx = onnx or any(str(p).endswith(".onnx") for p in (teacher_path, student_path))
-    return [_compare_row(name, str(p), size, device, onnx, data_root, dataset, split, (warmup, iters))
+    return [_compare_row(name, str(p), size, setup, onnx, data_root, dataset, split)
             for name, p in (("teacher", teacher_path), ("student", student_path))]
 

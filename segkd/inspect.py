@@ -66,8 +66,14 @@ def paths_table(model: torch.nn.Module) -> Table:
 
 
 def info_command(target: str, size, classes: int, paths: bool, latency: bool,
-                 compare: list[str], console, onnx: bool = False, data_root: str | None = None) -> None:
+                 compare: list[str], console, onnx: bool = False, data_root: str | None = None,
+                 setup=None) -> None:
+    from .export import LatencySetup
     from .models.profile import count_flops, count_params, measure_latency
+
+    setup = setup or LatencySetup()
+    where = (f"{setup.device}, {setup.dtype}, batch {setup.batch}"
+             f"{', channels_last' if setup.channels_last else ''}")
 
     if compare:
         from .export import compare_models
@@ -75,8 +81,8 @@ def info_command(target: str, size, classes: int, paths: bool, latency: bool,
         if len(compare) != 2:
             raise SegkdError("--compare takes TEACHER and STUDENT: --compare T --compare S")
         rows = compare_models(compare[0], compare[1], size=size or (512, 512), onnx=onnx,
-                              data_root=data_root)
-        t = Table(title=f"teacher vs student at {size[0]}x{size[1]} (latency: batch 1, ms)")
+                              data_root=data_root, setup=setup)
+        t = Table(title=f"teacher vs student at {size[0]}x{size[1]} (latency ms: {where})")
         keys = [k for k in rows[0] if k != "path"]
         for k in keys:
             t.add_column(k, no_wrap=True)
@@ -97,8 +103,11 @@ def info_command(target: str, size, classes: int, paths: bool, latency: bool,
     t.add_row("parameters", f"{count_params(model):,}")
     t.add_row(f"GFLOPs at {size[0]}x{size[1]} (2 x MACs)", f"{count_flops(model, size) / 1e9:.2f}")
     if latency:
-        lat = measure_latency(model, size)
-        t.add_row("CPU latency, batch 1 (ms)", f"{lat['mean_ms']:.1f} ± {lat['std_ms']:.1f}")
+        setup.check()
+        lat = measure_latency(model, size, batch=setup.batch, device=setup.device,
+                              warmup=setup.warmup, iters=setup.iters,
+                              channels_last=setup.channels_last, dtype=setup.torch_dtype())
+        t.add_row(f"latency ({where}) ms", f"{lat['mean_ms']:.1f} ± {lat['std_ms']:.1f}")
     console.print(t)
     if paths:
         console.print(paths_table(model))

@@ -160,6 +160,42 @@ def test_compare_models(ckpts: dict[str, Path], exported: dict[str, tuple]) -> N
     assert all(r["latency_ms"] > 0 and r["onnx_latency_ms"] > 0 for r in rows)
 
 
+def test_compare_models_at_a_deployment_setting(ckpts: dict[str, Path]) -> None:
+    """bf16, batch 2, channels_last on the CPU; ONNX exported with a dynamic batch for it."""
+    from segkd.export import LatencySetup
+
+    setup = LatencySetup(dtype="bf16", batch=2, channels_last=True, warmup=1, iters=2)
+    rows = compare_models(str(ckpts["unet"]), str(ckpts["deeplab"]), size=SIZE, onnx=True,
+                          setup=setup)
+    assert all(r["latency_ms"] > 0 and r["onnx_latency_ms"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("setup,message", [
+    ({"dtype": "int8"}, "fp32, bf16 or fp16"),
+    ({"dtype": "fp16"}, "GPU measurement"),
+    ({"batch": 0}, "batch must be >= 1"),
+])
+def test_latency_setup_errors_are_clear(setup: dict, message: str) -> None:
+    from segkd.export import LatencySetup
+
+    with pytest.raises(ExportError, match=message):
+        LatencySetup(**setup).check()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_cuda_latency_without_cuda_is_a_clear_error(ckpts: dict[str, Path], segkd) -> None:
+    from segkd.export import onnx_providers
+
+    proc = segkd("info", "--compare", str(ckpts["unet"]), "--compare", str(ckpts["deeplab"]),
+                 "--device", "cuda", "--size", "32,32")
+    assert proc.returncode == 2 and "no CUDA device" in proc.stderr and "Traceback" not in proc.stderr
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(ExportError, match="onnxruntime-gpu"):
+            onnx_providers("cuda")
+
+
 def test_cli_export(ckpts: dict[str, Path], tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
