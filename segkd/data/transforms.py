@@ -8,7 +8,7 @@ normalises them with its mean/std.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -85,23 +85,16 @@ def _train_steps(
     return steps
 
 
-def split_transforms(
-    train: bool,
-    size: tuple[int, int] | None = None,
-    scale: tuple[float, float] | None = None,
-    crop: tuple[int, int] | None = None,
-    hflip: bool = True,
-    color_jitter: float = 0.0,
-    blur: float = 0.0,
-    ignore_index: int = 255,
-) -> tuple[v2.Transform | None, JointTransform]:
+def split_transforms(train: bool, size: tuple[int, int] | None = None,
+                     **steps: Any) -> tuple[v2.Transform | None, JointTransform]:
     """:func:`build_transforms` as ``(prepare, rest)``: the fixed resize, deterministic and so
-    cacheable with the decoded item, and everything after it. ``rest(prepare(x))`` equals
-    ``build_transforms(...)(x)`` for the same random state."""
+    cacheable with the decoded item, and everything after it (``steps``: the other keyword
+    arguments of :func:`build_transforms`). ``rest(prepare(x))`` equals
+    ``build_transforms(train, size, **steps)(x)`` for the same random state."""
+    if "base_size" in steps:
+        raise TypeError("split_transforms: the scale reference is the resize size")
     prepare = _resize(size) if size is not None else None
-    rest = build_transforms(train, None, scale, crop, hflip, color_jitter, blur, ignore_index,
-                            base_size=size)
-    return prepare, rest
+    return prepare, build_transforms(train, None, base_size=size, **steps)
 
 
 def build_transforms(
