@@ -274,6 +274,7 @@ def make_segkd(su: Setup, method: str) -> Step:
     """segkd's own path: Distiller.configure, build_optimizer, Fabric.setup, train_epoch."""
     from segkd.config import OptimCfg, TrainerCfg
     from segkd.distill.distiller import Distiller
+    from segkd.engine.build import autocast_dtype
     from segkd.engine.fabric import make_fabric
     from segkd.engine.logger import RunLogger
     from segkd.engine.optim import build_optimizer
@@ -283,6 +284,7 @@ def make_segkd(su: Setup, method: str) -> Step:
     prec = "bf16-mixed" if su.precision == "bf16" else "32"
     fabric = make_fabric(TrainerCfg(precision=prec, accelerator=su.device.type, progress=False))
     d = Distiller(s, t if method != "ce" else None, ignore_index=su.ignore_index)
+    d.store_teacher_weights_in(autocast_dtype(prec))  # as Engine does (build_distiller)
     h, w = 64, 64
     d.configure(segkd_terms(method, su.pair), torch.zeros(2, 3, h, w, device=su.device))
     d.refresh_frozen_bn()

@@ -17,6 +17,13 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CAMVID = SHARED / "data" / "camvid"
 
 
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    """Every test starts from the same random state, whatever ran before it (no order-dependent
+    flakes from unseeded torch.randn in a test)."""
+    torch.manual_seed(0)
+
+
 def tiny_cfg(**over) -> dict:
     """A raw config dict for a seconds-long run on 32x32 synthetic images."""
     from segkd.config import deep_merge

@@ -311,7 +311,12 @@ def test_cwd_golden_temperature_scaling() -> None:
 
 
 def test_dist_perfect_and_negated_correlation() -> None:
-    z = torch.randn(2, 2, 3, 3)
+    # two classes whose logits differ by at least 1 at every pixel: with nearly equal logits
+    # the two class probabilities are ~0.5 each and the per-pixel correlation is 0/eps
+    g = torch.Generator().manual_seed(0)
+    z0 = torch.randn(2, 1, 3, 3, generator=g)
+    gap = (1 + torch.rand(2, 1, 3, 3, generator=g)) * torch.where(torch.rand(2, 1, 3, 3, generator=g) < 0.5, -1, 1)
+    z = torch.cat([z0, z0 + gap], dim=1)
     inter, intra = dist_terms(z, z)  # exactly 0 but for the eps=1e-8 in the denominator
     assert inter.item() == pytest.approx(0.0, abs=1e-4)
     assert intra.item() == pytest.approx(0.0, abs=1e-4)

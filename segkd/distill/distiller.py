@@ -21,6 +21,8 @@ from .freeze import freeze_bn_stats, frozen_batchnorms
 from .recorder import Recorder, get_module
 
 LOGITS = "logits"
+# modules whose weight and bias autocast casts whole to its compute type before use
+_AUTOCAST_WEIGHT_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Distiller(nn.Module):
         self.ignore_index = ignore_index
         self.teacher_train_bn = teacher_train_bn
         self.teacher_dtype = teacher_dtype
+        self.teacher_compute_dtype: torch.dtype | None = None  # see store_teacher_weights_in
         object.__setattr__(self, "teacher", teacher)
         if teacher is not None:
             teacher.requires_grad_(False)
@@ -109,7 +112,9 @@ class Distiller(nn.Module):
         shapes = {("s", k[0], k[1]): v.shape for k, v in self.s_rec.data.items()}
         shapes[("s", LOGITS, "output")] = s_out.shape
         if self.teacher is not None:
-            t_out = _logits(self.teacher(probe.to(next(self.teacher.parameters()).device)))
+            t_probe = probe.to(next(self.teacher.parameters()).device)
+            with self._teacher_autocast(t_probe.device):
+                t_out = _logits(self.teacher(t_probe))
             shapes.update({("t", k[0], k[1]): v.shape for k, v in self.t_rec.data.items()})
             shapes[("t", LOGITS, "output")] = t_out.shape
             if t_out.shape[1] != s_out.shape[1]:
@@ -162,27 +167,53 @@ class Distiller(nn.Module):
     def needs_teacher(self) -> bool:
         return any(t.teacher is not None for t in self.terms)
 
+    def store_teacher_weights_in(self, dtype: torch.dtype | None) -> None:
+        """Keep the frozen teacher's convolution and linear weights in ``dtype``, the type
+        autocast computes them in (bf16 / fp16 under mixed precision), instead of casting
+        them again at every step; the teacher then always runs under autocast to ``dtype``.
+
+        Exact: autocast would round the same float32 weights to ``dtype`` before each call.
+        Only modules of exactly these types are converted: a subclass may use its weight in
+        other ways (e.g. weight standardisation) and keeps float32.
+        """
+        if self.teacher is None or dtype is None or dtype == torch.float32:
+            return
+        self.teacher_compute_dtype = dtype
+        for m in self.teacher.modules():
+            if type(m) in _AUTOCAST_WEIGHT_MODULES:
+                for p in m.parameters(recurse=False):
+                    p.data = p.data.to(dtype)
+
+    def _teacher_autocast(self, device: torch.device):
+        dtype = self.teacher_dtype or self.teacher_compute_dtype
+        return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
     # ------------------------------------------------------------------ forward
     def _teacher_forward(self, images: torch.Tensor) -> Optional[torch.Tensor]:
         if not self.needs_teacher:
             return None
-        cast = (torch.autocast(images.device.type, dtype=self.teacher_dtype)
-                if self.teacher_dtype is not None else nullcontext())
-        with torch.no_grad(), cast:
+        with torch.no_grad(), self._teacher_autocast(images.device):
             return _logits(self.teacher(images))
 
     def forward(self, images: torch.Tensor, target: torch.Tensor | None = None,
-                with_losses: bool = True) -> dict[str, torch.Tensor]:
-        """images ``[N,3,H,W]``, target ``[N,H,W]`` (or None on unlabeled data)."""
+                with_losses: bool = True, keep_logits: bool = True) -> dict[str, torch.Tensor]:
+        """images ``[N,3,H,W]``, target ``[N,H,W]`` (or None on unlabeled data).
+
+        ``keep_logits=False`` (the training step) leaves the logits out of the result: the
+        precision wrapper around this module would otherwise copy them to float32 each step.
+        """
         self.s_rec.clear()
+        # the teacher first: its activations are freed as it goes (no graph), so the student's
+        # saved activations never coexist with them (lower peak memory, warmer caches)
+        t_logits = self._teacher_forward(images) if with_losses else None
         logits = _logits(self.student(images))
-        out: dict[str, torch.Tensor] = {"logits": logits}
+        out: dict[str, torch.Tensor] = {"logits": logits} if keep_logits or not with_losses else {}
         if not with_losses:
             return out
-        t_logits = self._teacher_forward(images)
+        s_loss, t_loss = _loss_layout(logits), _loss_layout(t_logits)
         total = logits.new_zeros((), dtype=torch.float32)
         for t in self.terms:
-            value = self._term_value(t, logits, t_logits, target)
+            value = self._term_value(t, s_loss, t_loss, target)
             out[f"loss/{t.name}"] = value.detach()
             total = total + t.weight * value
         out["loss"] = total
@@ -203,6 +234,18 @@ class Distiller(nn.Module):
         if tt is not None and tt.dtype != s.dtype and not torch.is_autocast_enabled(s.device.type):
             tt = tt.to(s.dtype)
         return self.losses[t.name](s, tt, target=target, ignore_index=self.ignore_index)
+
+
+def _loss_layout(logits: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Logits as every loss wants them: float32 and NCHW-contiguous, made once per step.
+
+    The losses compute in float32 and reduce over the class dimension (softmax, CE, KL); on
+    channels_last (NHWC) logits each of them would copy to float32 and again to NCHW for the
+    class-wise kernels. One conversion here serves them all, and its backward is one copy.
+    """
+    if logits is None:
+        return None
+    return logits.to(dtype=torch.float32, memory_format=torch.contiguous_format)
 
 
 def _bn_before(path: str, teacher: nn.Module) -> str:

@@ -6,6 +6,12 @@ import os
 from ..config import TrainerCfg
 
 
+def run_precision(precision: str, accelerator: str) -> str:
+    """The Fabric precision a run uses: ``16-mixed`` becomes ``bf16-mixed`` on the CPU (fp16
+    autocast is a GPU feature; CPUs have bf16)."""
+    return "bf16-mixed" if accelerator == "cpu" and precision == "16-mixed" else precision
+
+
 def make_fabric(cfg: TrainerCfg):
     """A Fabric for ``cfg``. ``devices > 1`` on CPU uses DDP over gloo processes."""
     from lightning.fabric import Fabric
@@ -20,8 +26,6 @@ def make_fabric(cfg: TrainerCfg):
         or "WORLD_SIZE" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
     if strategy == "auto" and multi:
         strategy = "ddp"
-    precision = cfg.precision
-    if accelerator == "cpu" and precision == "16-mixed":
-        precision = "bf16-mixed"  # fp16 autocast is a GPU feature; CPU has bf16
+    precision = run_precision(cfg.precision, accelerator)
     return Fabric(accelerator=accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
                   strategy=strategy, precision=precision)

@@ -17,7 +17,7 @@ from .build import (apply_replacements, build_distiller, build_from_spec, build_
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import build_data, make_loader, resolve_workers
 from .evaluate import evaluate
-from .fabric import make_fabric
+from .fabric import make_fabric, run_precision
 from .logger import RunLogger
 from .optim import build_optimizer, build_scheduler
 from .state import model_checkpoint, rng_state, seed_all, set_rng_state
@@ -86,7 +86,8 @@ class Engine:
             student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
         self.meta = {"classes": self.data.classes, "num_classes": n_cls, "mean": list(self.data.mean),
                      "std": list(self.data.std), "ignore_index": self.data.ignore_index}
-        self.distiller = build_distiller(cfg, student, teacher, self.data.ignore_index)
+        self.distiller = build_distiller(cfg, student, teacher, self.data.ignore_index,
+                                         run_precision(cfg.trainer.precision, f.device.type))
         fmt = torch.channels_last if cfg.trainer.channels_last else torch.preserve_format
         self.distiller.to(f.device, memory_format=fmt)
         if teacher is not None:

@@ -58,7 +58,7 @@ def train_epoch(fabric, module, opt, sched, loader, iters: int, *, labeled: bool
         y = batch["mask"].to(device, non_blocking=True) if labeled else None
         boundary = (i + 1) % accum == 0 or i + 1 == iters
         with fabric.no_backward_sync(module, enabled=not boundary):
-            out = module(x, y)
+            out = module(x, y, keep_logits=False)
             fabric.backward(out["loss"] / accum)
         if boundary:
             if grad_clip:
