@@ -72,6 +72,8 @@ class TeacherCfg(_Strict):
     model: Optional[ModelCfg] = None  # ...or an architecture plus a weights file
     weights: Optional[str] = None
     train_bn: bool = False  # OFD-original option: teacher BatchNorm on batch statistics
+    # auto: the run's precision (under mixed precision the frozen teacher's conv/linear weights
+    # are stored in bf16/fp16, the type autocast computes them in); 32: the teacher in float32
     precision: Literal["auto", "32", "bf16", "16"] = "auto"
 
 

@@ -91,3 +91,15 @@ def test_training_step_output_leaves_logits_out(keep):
     out = d(torch.randn(2, 3, 64, 64), torch.randint(0, 5, (2, 64, 64)), keep_logits=keep)
     assert ("logits" in out) is keep and "loss/kd" in out
     assert "logits" in d(torch.randn(2, 3, 64, 64), with_losses=False, keep_logits=False)
+
+
+def test_teacher_precision_32_runs_the_teacher_in_float32_under_a_bf16_run():
+    teacher, student = _pair()
+    d = Distiller(student, teacher, teacher_dtype=torch.float32)
+    d.store_teacher_weights_in(torch.float32)
+    d.configure(TERMS[:2], torch.zeros(2, 3, 64, 64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        t_logits = d._teacher_forward(torch.randn(2, 3, 64, 64))
+        s_logits = d(torch.randn(2, 3, 64, 64), with_losses=False)["logits"]
+    assert t_logits.dtype == torch.float32 and s_logits.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in d.teacher.parameters())

@@ -185,8 +185,14 @@ class Distiller(nn.Module):
                     p.data = p.data.to(dtype)
 
     def _teacher_autocast(self, device: torch.device):
+        """The teacher's precision: ``teacher_dtype`` when set (float32: autocast off), else the
+        type its weights are stored in, else whatever the caller runs under."""
         dtype = self.teacher_dtype or self.teacher_compute_dtype
-        return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+        if dtype is None:
+            return nullcontext()
+        if dtype == torch.float32:
+            return torch.autocast(device.type, enabled=False)
+        return torch.autocast(device.type, dtype=dtype)
 
     # ------------------------------------------------------------------ forward
     def _teacher_forward(self, images: torch.Tensor) -> Optional[torch.Tensor]:

@@ -136,7 +136,8 @@ def build_distiller(cfg: Config, student: nn.Module, teacher: nn.Module | None,
                     ignore_index: int, precision: str = "32") -> Distiller:
     """The Distiller of a run; ``precision`` is the Fabric precision the run uses (under mixed
     precision the frozen teacher keeps its conv/linear weights in the compute type)."""
-    dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(cfg.teacher.precision) if cfg.teacher else None
+    dtype = ({"bf16": torch.bfloat16, "16": torch.float16, "32": torch.float32}.get(cfg.teacher.precision)
+             if cfg.teacher else None)
     d = Distiller(student, teacher, ignore_index=ignore_index,
                   teacher_train_bn=bool(cfg.teacher and cfg.teacher.train_bn), teacher_dtype=dtype)
     d.store_teacher_weights_in(dtype or autocast_dtype(precision))
