@@ -47,7 +47,6 @@ class DataCfg(_Strict):
     options: dict[str, Any] = {}  # dataset-specific keyword arguments
     unlabeled: Optional[dict[str, Any]] = None  # {name, root, split, options} for label-free stages
 
-
     @field_validator("num_workers")
     @classmethod
     def _workers(cls, v: int | str) -> int | str:
