@@ -121,7 +121,7 @@ def info(target: Optional[str] = typer.Argument(None, help="config.yaml, checkpo
          batch: int = typer.Option(1, "--batch", help="latency batch size"),
          channels_last: bool = typer.Option(False, "--channels-last", help="latency in channels_last")) -> None:
     """Parameters, FLOPs, latency and module paths of a model; or teacher vs student."""
-    from .export import LatencySetup
+    from .compare import LatencySetup
     from .inspect import info_command
 
     setup = LatencySetup(device=device, dtype=dtype, batch=batch, channels_last=channels_last)

@@ -68,7 +68,7 @@ def paths_table(model: torch.nn.Module) -> Table:
 def info_command(target: str, size, classes: int, paths: bool, latency: bool,
                  compare: list[str], console, onnx: bool = False, data_root: str | None = None,
                  setup=None) -> None:
-    from .export import LatencySetup
+    from .compare import LatencySetup
     from .models.profile import count_flops, count_params, measure_latency
 
     setup = setup or LatencySetup()
@@ -76,7 +76,7 @@ def info_command(target: str, size, classes: int, paths: bool, latency: bool,
              f"{', channels_last' if setup.channels_last else ''}")
 
     if compare:
-        from .export import compare_models
+        from .compare import compare_models
 
         if len(compare) != 2:
             raise SegkdError("--compare takes TEACHER and STUDENT: --compare T --compare S")

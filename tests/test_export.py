@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from segkd.compare import compare_models
 from segkd.engine.build import apply_replacements, model_from_checkpoint
 from segkd.engine.checkpoint import load_checkpoint, save_checkpoint
 from segkd.engine.state import model_checkpoint
 from segkd.errors import CheckpointError
-from segkd.export import (ExportError, OnnxPredictor, compare_models, export_onnx,
+from segkd.export import (ExportError, OnnxPredictor, export_onnx,
                           export_safetensors, load_predictor, load_safetensors_model, sidecar_path,
                           smooth_image)
 from segkd.models import create_model
@@ -162,7 +163,7 @@ def test_compare_models(ckpts: dict[str, Path], exported: dict[str, tuple]) -> N
 
 def test_compare_models_at_a_deployment_setting(ckpts: dict[str, Path]) -> None:
     """bf16, batch 2, channels_last on the CPU; ONNX exported with a dynamic batch for it."""
-    from segkd.export import LatencySetup
+    from segkd.compare import LatencySetup
 
     setup = LatencySetup(dtype="bf16", batch=2, channels_last=True, warmup=1, iters=2)
     rows = compare_models(str(ckpts["unet"]), str(ckpts["deeplab"]), size=SIZE, onnx=True,
@@ -176,7 +177,7 @@ def test_compare_models_at_a_deployment_setting(ckpts: dict[str, Path]) -> None:
     ({"batch": 0}, "batch must be >= 1"),
 ])
 def test_latency_setup_errors_are_clear(setup: dict, message: str) -> None:
-    from segkd.export import LatencySetup
+    from segkd.compare import LatencySetup
 
     with pytest.raises(ExportError, match=message):
         LatencySetup(**setup).check()
@@ -184,7 +185,7 @@ def test_latency_setup_errors_are_clear(setup: dict, message: str) -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
 def test_cuda_latency_without_cuda_is_a_clear_error(ckpts: dict[str, Path], segkd) -> None:
-    from segkd.export import onnx_providers
+    from segkd.compare import onnx_providers
 
     proc = segkd("info", "--compare", str(ckpts["unet"]), "--compare", str(ckpts["deeplab"]),
                  "--device", "cuda", "--size", "32,32")
