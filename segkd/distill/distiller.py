@@ -106,6 +106,10 @@ class Distiller(nn.Module):
 
     @torch.no_grad()
     def _probe_shapes(self, probe: torch.Tensor) -> dict[tuple[str, str, str], torch.Size]:
+        with _eager():  # a compiled student must not compile a graph for the probe
+            return self._probe(probe)
+
+    def _probe(self, probe: torch.Tensor) -> dict[tuple[str, str, str], torch.Size]:
         was_training = self.student.training
         self.student.eval()
         s_out = _logits(self.student(probe))
@@ -195,6 +199,13 @@ class Distiller(nn.Module):
         return torch.autocast(device.type, dtype=dtype)
 
     # ------------------------------------------------------------------ forward
+    def student_call(self, images: torch.Tensor) -> Any:
+        """The student alone, for evaluation outside :meth:`forward`: the recorders are cleared
+        first, as in :meth:`forward`, so every call sees the same hook state (a compiled
+        student then reuses its evaluation graph instead of compiling another)."""
+        self.s_rec.clear()
+        return self.student(images)
+
     def _teacher_forward(self, images: torch.Tensor) -> Optional[torch.Tensor]:
         if not self.needs_teacher:
             return None
@@ -240,6 +251,13 @@ class Distiller(nn.Module):
         if tt is not None and tt.dtype != s.dtype and not torch.is_autocast_enabled(s.device.type):
             tt = tt.to(s.dtype)
         return self.losses[t.name](s, tt, target=target, ignore_index=self.ignore_index)
+
+
+def _eager():
+    """Run torch.compile'd modules eagerly inside this context (a one-off call such as the
+    shape probe would otherwise compile a graph of its own and force later recompiles)."""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return set_stance("force_eager") if set_stance is not None else nullcontext()
 
 
 def _loss_layout(logits: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

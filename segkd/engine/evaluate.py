@@ -1,7 +1,7 @@
 """Validation during training and the final evaluation of a model on a split."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +66,7 @@ def evaluate(forward: Callable[[torch.Tensor], dict], loader, num_classes: int, 
     return metrics
 
 
-def inference_forward(model: torch.nn.Module, spec: InferenceSpec):
+def inference_forward(model: Callable[[torch.Tensor], Any], spec: InferenceSpec):
     """A ``forward`` for :func:`evaluate` using the configured inference mode (student only)."""
     def fwd(images: torch.Tensor, _mask) -> dict:
         return {"logits": predict_logits(lambda x: _logits(model(x)), images, spec)}

@@ -11,7 +11,7 @@ from ..eval.inference import InferenceSpec
 from ..models.profile import count_params
 from .build import load_state
 from .checkpoint import load_checkpoint
-from .data import _dataset, make_loader
+from .data import _dataset, make_loader, resolve_workers
 from .evaluate import evaluate, inference_forward
 
 
@@ -44,10 +44,13 @@ def final_summary(engine, wall: float) -> dict:
         ds = _split_dataset(engine, split)
         if ds is None:
             continue
-        loader = make_loader(ds, cfg.data.eval_batch_size or cfg.data.batch_size, False, 0,
-                             cfg.seed, f.world_size, f.global_rank)
+        workers = resolve_workers(cfg.data.num_workers, f.device.type,
+                                  f.world_size // max(1, cfg.trainer.num_nodes))
+        loader = make_loader(ds, cfg.data.eval_batch_size or cfg.data.batch_size, False, workers,
+                             cfg.seed, f.world_size, f.global_rank, f.device.type == "cuda")
         with f.autocast():
-            m = evaluate(inference_forward(student, spec), loader, engine.meta["num_classes"],
+            m = evaluate(inference_forward(engine.distiller.student_call, spec), loader,
+                         engine.meta["num_classes"],
                          engine.meta["ignore_index"], f.device, cfg.trainer.channels_last,
                          per_image=e.per_image_iou,
                          reduce=(lambda t: f.all_reduce(t, reduce_op="sum")) if f.world_size > 1 else None)

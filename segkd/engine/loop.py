@@ -93,6 +93,7 @@ class Engine:
         if teacher is not None:
             teacher.to(f.device, memory_format=fmt)
         if cfg.trainer.compile:
+            _allow_recompiles(2 * len(cfg.stages) + 2)
             student.compile()
         self.logger = RunLogger(self.run_dir, f.is_global_zero, cfg.trainer.progress)
         return ckpt
@@ -304,6 +305,15 @@ def _quiet_malloc() -> None:
         libc.mallopt(-1, 2 ** 31 - 1)  # M_TRIM_THRESHOLD: do not give the heap back each step
     except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to tune
         pass
+
+
+def _allow_recompiles(graphs: int) -> None:
+    """Let a compiled student keep ``graphs`` graphs (training and evaluation per stage: each
+    stage's hooks and frozen parts are new guards) before torch.compile falls back to eager."""
+    import torch._dynamo.config as dynamo
+
+    name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
+    setattr(dynamo, name, max(getattr(dynamo, name), graphs))
 
 
 def _epoch_line(title: str, row: dict[str, Any]) -> str:
