@@ -44,11 +44,8 @@ def onnx_latency(onnx_path: str | Path, size: Size, batch: int = 1, warmup: int 
 
 
 def _miou(path: str, data_root: str, dataset: str | None, split: str, size: Size) -> float:
-    try:
-        from .evaluation import evaluate_checkpoint
-    except ImportError:
-        raise ExportError("mIoU needs segkd.evaluation.evaluate_checkpoint, which this install "
-                          "lacks; run without --data-root") from None
+    from .evaluation import evaluate_checkpoint
+
     m = evaluate_checkpoint(path, data_root, dataset, split, size, None, 1 / 3, False, [1.0], 4)
     return float(next(m[k] for k in ("mIoU", "miou", "mean_iou") if k in m))
 
@@ -56,7 +53,7 @@ def _miou(path: str, data_root: str, dataset: str | None, split: str, size: Size
 def _compare_row(name: str, path: str, size: Size, setup: LatencySetup, onnx: bool,
                  data_root: str | None, dataset: str | None, split: str) -> dict:
     """One row of ``compare_models`` (an .onnx file is profiled through its sidecar's architecture)."""
-    from .models.profile import count_flops, count_params, measure_latency
+    from .models.profile import count_flops, count_params
 
     if path.endswith(".onnx"):
         doc = OnnxPredictor(path).doc
@@ -64,9 +61,7 @@ def _compare_row(name: str, path: str, size: Size, setup: LatencySetup, onnx: bo
     else:
         model, onnx_file = model_from_checkpoint(path)[0], None
     net = _LogitsOnly(model).eval()
-    lat = measure_latency(net, size, batch=setup.batch, device=setup.device, warmup=setup.warmup,
-                          iters=setup.iters, channels_last=setup.channels_last,
-                          dtype=setup.torch_dtype())
+    lat = setup.measure(net, size)
     row = {"name": name, "path": path, "params": count_params(model),
            "gflops": count_flops(net, size) / 1e9, "latency_ms": lat["mean_ms"]}
     if onnx or onnx_file:
@@ -107,19 +102,28 @@ class LatencySetup:
         if self.batch < 1:
             raise ExportError(f"latency batch must be >= 1, got {self.batch}")
 
+    def measure(self, model: torch.nn.Module, size: Size) -> dict[str, float]:
+        """PyTorch latency of ``model`` at ``size`` in this setting (after :meth:`check`)."""
+        from .models.profile import measure_latency
+
+        self.check()
+        return measure_latency(model, size, batch=self.batch, device=self.device,
+                               warmup=self.warmup, iters=self.iters,
+                               channels_last=self.channels_last, dtype=self.torch_dtype())
+
 
 def compare_models(teacher_path: str, student_path: str, size: Size | None = None,
-                   device: str = "cpu", data_root: str | None = None, dataset: str | None = None,
-                   split: str = "val", onnx: bool = False, warmup: int = 10, iters: int = 20,
-                   setup: LatencySetup | None = None) -> list[dict]:
+                   data_root: str | None = None, dataset: str | None = None, split: str = "val",
+                   onnx: bool = False, setup: LatencySetup | None = None) -> list[dict]:
     """Teacher vs student: params, GFLOPs (2 x MACs) at ``size``, PyTorch latency (ms per
     forward of ``setup.batch`` images on ``setup.device`` in ``setup.dtype``), onnxruntime
     latency on the same device (``onnx=True`` or an .onnx path: a checkpoint is then exported to
     a temporary .onnx) and mIoU (when ``data_root`` is given). Returns one dict per model, both
     with the same keys: name, path, params, gflops, latency_ms[, onnx_latency_ms][, miou].
-    Latencies: mean of ``iters`` timed runs after ``warmup`` untimed ones (first runs are slow)."""
+    Latencies: mean of ``setup.iters`` timed runs after ``setup.warmup`` untimed ones (first
+    runs are slow); the default setup is the CPU, fp32, batch 1."""
     size = tuple(size) if size else (512, 512)
-    setup = setup or LatencySetup(device=device, warmup=warmup, iters=iters)
+    setup = setup or LatencySetup()
     setup.check()
     onnx = onnx or any(str(p).endswith(".onnx") for p in (teacher_path, student_path))
     return [_compare_row(name, str(p), size, setup, onnx, data_root, dataset, split)

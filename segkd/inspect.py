@@ -69,7 +69,7 @@ def info_command(target: str, size, classes: int, paths: bool, latency: bool,
                  compare: list[str], console, onnx: bool = False, data_root: str | None = None,
                  setup=None) -> None:
     from .compare import LatencySetup
-    from .models.profile import count_flops, count_params, measure_latency
+    from .models.profile import count_flops, count_params
 
     setup = setup or LatencySetup()
     where = (f"{setup.device}, {setup.dtype}, batch {setup.batch}"
@@ -103,10 +103,7 @@ def info_command(target: str, size, classes: int, paths: bool, latency: bool,
     t.add_row("parameters", f"{count_params(model):,}")
     t.add_row(f"GFLOPs at {size[0]}x{size[1]} (2 x MACs)", f"{count_flops(model, size) / 1e9:.2f}")
     if latency:
-        setup.check()
-        lat = measure_latency(model, size, batch=setup.batch, device=setup.device,
-                              warmup=setup.warmup, iters=setup.iters,
-                              channels_last=setup.channels_last, dtype=setup.torch_dtype())
+        lat = setup.measure(model, size)
         t.add_row(f"latency ({where}) ms", f"{lat['mean_ms']:.1f} ± {lat['std_ms']:.1f}")
     console.print(t)
     if paths:

@@ -97,7 +97,7 @@ def test_run_logs_data_wait_and_says_when_loading_is_the_bottleneck(tmp_path, ti
     assert err.count("data loading is the bottleneck") == 1 and "num_workers" in err
 
 
-def _synthetic_train(tmp_path):
+def _synthetic_train():
     from segkd.config import DataCfg
     from segkd.engine.data import build_data
 
@@ -114,8 +114,8 @@ def _epoch_batches(ds, workers: int, epoch: int) -> list[dict]:
     return list(loader)
 
 
-def test_augmentation_depends_on_seed_and_epoch_not_on_workers(tmp_path):
-    ds = _synthetic_train(tmp_path)
+def test_augmentation_depends_on_seed_and_epoch_not_on_workers():
+    ds = _synthetic_train()
     inline, two = _epoch_batches(ds, 0, epoch=1), _epoch_batches(ds, 2, epoch=1)
     for a, b in zip(inline, two, strict=True):
         assert a["name"] == b["name"]
@@ -124,14 +124,14 @@ def test_augmentation_depends_on_seed_and_epoch_not_on_workers(tmp_path):
     assert not all(torch.equal(a["image"], b["image"]) for a, b in zip(inline, other))
 
 
-def test_per_sample_seeding_leaves_accelerator_generators_alone(tmp_path, monkeypatch):
+def test_per_sample_seeding_leaves_accelerator_generators_alone(monkeypatch):
     """Seeding each sample must not go through torch.manual_seed: on a CUDA build that queues a
     lazy CUDA seeding and formats a stack trace per sample (a third of a cached loader's time)."""
     def refuse(*_a, **_k):
         raise AssertionError("per-sample seeding touched the CUDA generators")
 
     monkeypatch.setattr(torch.cuda, "manual_seed_all", refuse)
-    ds = _synthetic_train(tmp_path)
+    ds = _synthetic_train()
     assert len(_epoch_batches(ds, 0, epoch=0)) == 3
 
 

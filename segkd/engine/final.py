@@ -11,7 +11,7 @@ from ..eval.inference import InferenceSpec
 from ..models.profile import count_params
 from .build import load_state
 from .checkpoint import load_checkpoint
-from .data import _dataset, make_loader, resolve_workers
+from .data import _dataset, make_loader
 from .evaluate import evaluate, inference_forward
 
 
@@ -44,9 +44,7 @@ def final_summary(engine, wall: float) -> dict:
         ds = _split_dataset(engine, split)
         if ds is None:
             continue
-        workers = resolve_workers(cfg.data.num_workers, f.device.type,
-                                  f.world_size // max(1, cfg.trainer.num_nodes))
-        loader = make_loader(ds, cfg.data.eval_batch_size or cfg.data.batch_size, False, workers,
+        loader = make_loader(ds, cfg.data.eval_batch_size or cfg.data.batch_size, False, engine.workers,
                              cfg.seed, f.world_size, f.global_rank, f.device.type == "cuda")
         with f.autocast():
             m = evaluate(inference_forward(engine.distiller.student_call, spec), loader,

@@ -41,7 +41,6 @@ class Engine:
         self.progress = {"stage": 0, "epoch": 0, "step": 0, "best": None, "best_epoch": None,
                          "replaced_upto": 0, "images": 0, "train_time": 0.0}
         self.history: list[dict] = []
-        self._workers_said = False
         self._slow_data_said = False
 
     # ================================================================== setup
@@ -96,6 +95,12 @@ class Engine:
             _allow_recompiles(2 * len(cfg.stages) + 2)
             student.compile()
         self.logger = RunLogger(self.run_dir, f.is_global_zero, cfg.trainer.progress)
+        # loader processes per training process, for every loader of the run
+        self.workers = resolve_workers(cfg.data.num_workers, f.device.type,
+                                       f.world_size // max(1, cfg.trainer.num_nodes))
+        self.logger.info(f"data: {self.workers} loader worker(s) per process"
+                         f"{' (auto)' if cfg.data.num_workers == 'auto' else ''}, "
+                         f"cache {'on' if cfg.data.cache else 'off'}")
         return ckpt
 
     def _load_resume(self, ckpt: dict) -> torch.nn.Module:
@@ -147,19 +152,12 @@ class Engine:
         cfg, f = self.cfg, self.fabric
         ds = self.data.images if stage.data == "images" and self.data.images is not None else self.data.train
         pin = f.device.type == "cuda"
-        workers = resolve_workers(cfg.data.num_workers, f.device.type,
-                                  f.world_size // max(1, cfg.trainer.num_nodes))
-        if not self._workers_said:
-            self._workers_said = True
-            self.logger.info(f"data: {workers} loader worker(s) per process"
-                             f"{' (auto)' if cfg.data.num_workers == 'auto' else ''}, "
-                             f"cache {'on' if cfg.data.cache else 'off'}")
-        train = make_loader(ds, cfg.data.batch_size, True, workers, cfg.seed,
+        train = make_loader(ds, cfg.data.batch_size, True, self.workers, cfg.seed,
                             f.world_size, f.global_rank, pin)
         val = None
         if self.data.val is not None:
             val = make_loader(self.data.val, cfg.data.eval_batch_size or cfg.data.batch_size, False,
-                              workers, cfg.seed, f.world_size, f.global_rank, pin)
+                              self.workers, cfg.seed, f.world_size, f.global_rank, pin)
         return train, val
 
     def _run_stage(self, si: int, stage: StageCfg, ckpt: Optional[dict]) -> None:

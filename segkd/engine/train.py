@@ -42,7 +42,7 @@ def train_epoch(fabric, module, opt, sched, loader, iters: int, *, labeled: bool
     module.train()
     device = fabric.device
     sums: dict[str, torch.Tensor] = {}
-    steps, images, t0 = 0, 0, time.time()
+    steps, images = 0, 0
     check_every = 1 if device.type == "cpu" else log_every  # CPU: checking costs nothing
     logger.start_epoch(title, iters)
     source, waited, start = _batches(loader, iters), 0.0, time.perf_counter()
@@ -77,7 +77,7 @@ def train_epoch(fabric, module, opt, sched, loader, iters: int, *, labeled: bool
         status = None
         if (i + 1) % log_every == 0:
             status = (f"loss {float(sums['loss']) / (i + 1):.4f}  lr {opt.param_groups[0]['lr']:.2e}  "
-                      f"{images / (time.time() - t0):.1f} img/s")
+                      f"{images / (time.perf_counter() - start):.1f} img/s")
             logger.log({"train/loss_step": float(out["loss"].detach()), "lr": opt.param_groups[0]["lr"]},
                        step0 + steps)
         logger.advance(status)
