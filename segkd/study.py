@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -73,6 +75,10 @@ class StudySpec(_Strict):
     seeds: list[int] = Field([0, 1, 2], min_length=1)
     set: list[str] = []
     per_method_set: dict[str, list[str]] = {}
+    # A folder (e.g. under docs/results, committed) that receives each finished run's small files
+    # (MIRRORED); a run found there counts as done, so a study resumed on another machine, from a
+    # fresh checkout, continues instead of repeating finished runs.
+    results_dir: Optional[str] = None
 
     @field_validator("students", "seeds", "fractions")
     @classmethod
@@ -165,9 +171,12 @@ def load_spec(path: str | Path) -> StudySpec:
 
 
 # --------------------------------------------------------------------------------- planning
-def run_status(run_dir: Path) -> str:
-    """done (summary.json), partial (last.pt, no summary) or todo."""
-    if (run_dir / "summary.json").is_file():
+MIRRORED = ("summary.json", "metrics.jsonl", "study.json", "config.yaml")
+
+
+def run_status(run_dir: Path, mirror: Optional[Path] = None) -> str:
+    """done (summary.json here or in the results mirror), partial (last.pt, no summary) or todo."""
+    if (run_dir / "summary.json").is_file() or (mirror is not None and (mirror / "summary.json").is_file()):
         return "done"
     return "partial" if (run_dir / "last.pt").is_file() else "todo"
 
@@ -183,10 +192,23 @@ class Arm:
     overrides: list[str]
     run_dir: Path
     needs_teacher: bool = False
+    mirror: Optional[Path] = None  # where the finished run's small files are copied
 
     @property
     def status(self) -> str:
-        return run_status(self.run_dir)
+        return run_status(self.run_dir, self.mirror)
+
+    def copy_results(self) -> None:
+        """Copy the finished run's small files (MIRRORED) into the results mirror, if any."""
+        if self.mirror is None or not (self.run_dir / "summary.json").is_file():
+            return
+        self.mirror.mkdir(parents=True, exist_ok=True)
+        for name in MIRRORED:
+            src = self.run_dir / name
+            if src.is_file():
+                tmp = self.mirror / f".{name}.tmp"
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, self.mirror / name)
 
     def record(self, study: str) -> dict:
         return {"study": study, "method": self.method, "encoder": self.encoder,
@@ -240,8 +262,10 @@ def plan_arms(spec: StudySpec, teacher_ckpt: Optional[Path]) -> list[Arm]:
             over = sets + [f"model.encoder={enc}", f"seed={seed}", f"data.fraction={frac}",
                            f"name={method}-{enc}-f{frac}"] + inject
             load_config(path, over)  # fail now, not after hours of training
-            rd = Path(spec.out_dir) / method / enc / f"f{frac}" / f"s{seed}"
-            arms.append(Arm(method, enc, frac, seed, path, over, rd, needs_teacher=bool(inject)))
+            rel = Path(method) / enc / f"f{frac}" / f"s{seed}"
+            mirror = Path(spec.results_dir) / rel if spec.results_dir else None
+            arms.append(Arm(method, enc, frac, seed, path, over, Path(spec.out_dir) / rel,
+                            needs_teacher=bool(inject), mirror=mirror))
     return arms
 
 
@@ -255,10 +279,12 @@ def run_arm(arm: Arm, study: str, extra: list[str]) -> str:
     (arm.run_dir / "study.json").write_text(json.dumps(arm.record(study), indent=2))
     if status == "partial":  # continue from last.pt with the config saved in the run directory
         run_training(None, list(extra), resume=str(arm.run_dir))
+        arm.copy_results()
         return "resumed"
     if arm.config is None:
         raise ConfigError(f"{arm.run_dir} holds no finished run and the spec gives no config for it")
     run_training(arm.config, arm.overrides + list(extra), run_dir=str(arm.run_dir))
+    arm.copy_results()
     return "trained"
 
 
