@@ -34,3 +34,32 @@ def test_write_and_read_file_list(tmp_path):
     (tmp_path / "bad.txt").write_text("nope.png\n")
     with pytest.raises(DataError, match="nope.png"):
         read_file_list(ds, tmp_path / "bad.txt")
+
+
+def _kdsemseg_count(n_items: int, percent: int) -> int:
+    """Transcription of kdsemseg's split script (utils/split_camvid.py): the number of training
+    images kept for an integer percentage is int(n * percent / 100), i.e. truncated."""
+    return int(n_items * percent / 100)
+
+
+@pytest.mark.parametrize("n_items", [367, 101, 233, 100, 7, 2975])
+def test_select_fraction_count_truncates_like_kdsemseg(n_items):
+    for percent in range(1, 100):
+        want = max(1, _kdsemseg_count(n_items, percent))  # segkd keeps at least one item
+        assert len(select_fraction(n_items, percent / 100, seed=1)) == want, (n_items, percent)
+
+
+def test_quarter_of_camvid_train_is_91_images():
+    assert len(select_fraction(367, 0.25, seed=1)) == 91  # kdsemseg's 1/4 split; rounding gave 92
+    assert len(select_fraction(100, 0.29, seed=1)) == 29  # 100 * 0.29 == 28.999... in floats
+
+
+def test_select_fraction_picks_kdsemseg_positions():
+    """kdsemseg: random.seed(1); random.sample(file_list, count). The same positions of a list
+    in the same order are picked."""
+    import random
+
+    names = [f"img{i:03d}.png" for i in range(367)]
+    random.seed(1)
+    picked = random.sample(names, _kdsemseg_count(367, 25))
+    assert sorted(names.index(n) for n in picked) == select_fraction(367, 0.25, seed=1)

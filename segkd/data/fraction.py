@@ -1,7 +1,9 @@
 """Seeded fractions of a dataset (label-efficiency experiments) and their file lists."""
 from __future__ import annotations
 
+import math
 import random
+from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
@@ -9,11 +11,27 @@ from segkd.data.base import require_file
 from segkd.errors import ConfigError, DataError
 
 
+def fraction_count(n_items: int, fraction: float) -> int:
+    """How many of ``n_items`` a ``fraction`` keeps: truncated, as kdsemseg's split script
+    (``int(n * percent / 100)``: 25% of 367 images is 91, not 92), and at least one.
+
+    The fraction is read as the decimal it is written as (``Fraction(repr(0.29))`` is exactly
+    29/100), so ``100 * 0.29 = 28.999...`` cannot drop an item that the integer percentage keeps.
+    kdsemseg would sample zero items where the product is below one; an empty training list
+    cannot train, so one item is kept instead.
+    """
+    return max(1, math.floor(Fraction(repr(float(fraction))) * n_items))
+
+
 def select_fraction(n_items: int, fraction: float, seed: int) -> list[int]:
-    """Sorted indices of a seeded random ``fraction`` of ``n_items`` (at least one item).
+    """Sorted indices of a seeded random ``fraction`` of ``n_items`` (:func:`fraction_count`
+    items).
 
     ``fraction=1.0`` returns ``list(range(n_items))``. The same (n_items, fraction, seed)
-    always gives the same indices.
+    always gives the same indices: ``random.Random(seed).sample`` picks the same positions as
+    kdsemseg's ``random.seed(1); random.sample(file_list, count)`` does in a list of the same
+    order (kdsemseg's list was ``os.listdir`` order, which the file system decides; segkd's is
+    the dataset's sorted order).
     """
     if not 0.0 < fraction <= 1.0:
         raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
@@ -21,7 +39,7 @@ def select_fraction(n_items: int, fraction: float, seed: int) -> list[int]:
         raise DataError("cannot select a fraction of an empty dataset")
     if fraction == 1.0:
         return list(range(n_items))
-    k = max(1, int(round(n_items * fraction)))
+    k = fraction_count(n_items, fraction)
     return sorted(random.Random(seed).sample(range(n_items), k))
 
 
