@@ -159,7 +159,9 @@ class StageCfg(_Strict):
 
 
 class TrainerCfg(_Strict):
-    precision: Literal["32", "bf16-mixed", "16-mixed", "32-true", "bf16-true"] = "32"
+    # auto: bf16-mixed where the device computes bf16 natively, else fp32 (fp16 on a GPU
+    # without bf16); the choice and its reason go to the log and summary.json
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed", "32-true", "bf16-true"] = "32"
     accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = 1

@@ -65,6 +65,7 @@ def final_summary(engine, wall: float) -> dict:
         "wall_time_s": round(wall, 2), "train_time_s": round(p["train_time"], 2),
         "train_images_per_s": round(p["images"] / max(p["train_time"], 1e-9), 2),
         "device": f.device.type, "world_size": f.world_size, "torch": torch.__version__,
+        "precision": engine.precision,
         "host": platform.node(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     if f.is_global_zero:

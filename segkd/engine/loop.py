@@ -17,7 +17,7 @@ from .build import (apply_replacements, build_distiller, build_from_spec, build_
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import build_data, make_loader, resolve_workers
 from .evaluate import evaluate
-from .fabric import make_fabric, run_precision
+from .fabric import make_fabric, resolve_precision
 from .logger import RunLogger
 from .optim import build_optimizer, build_scheduler
 from .state import model_checkpoint, rng_state, seed_all, set_rng_state
@@ -49,6 +49,8 @@ class Engine:
         f.launch()
         if f.device.type == "cpu":
             _quiet_malloc()
+        value, reason = resolve_precision(cfg.trainer.precision, f.device.type)
+        self.precision = {"requested": cfg.trainer.precision, "value": value, "reason": reason}
         if cfg.trainer.threads:
             torch.set_num_threads(cfg.trainer.threads)
         seed_all(cfg.seed)
@@ -86,7 +88,7 @@ class Engine:
         self.meta = {"classes": self.data.classes, "num_classes": n_cls, "mean": list(self.data.mean),
                      "std": list(self.data.std), "ignore_index": self.data.ignore_index}
         self.distiller = build_distiller(cfg, student, teacher, self.data.ignore_index,
-                                         run_precision(cfg.trainer.precision, f.device.type))
+                                         self.precision["value"])
         fmt = torch.channels_last if cfg.trainer.channels_last else torch.preserve_format
         self.distiller.to(f.device, memory_format=fmt)
         if teacher is not None:
@@ -95,6 +97,7 @@ class Engine:
             _allow_recompiles(2 * len(cfg.stages) + 2)
             student.compile()
         self.logger = RunLogger(self.run_dir, f.is_global_zero, cfg.trainer.progress)
+        self.logger.info(f"precision: {value} ({reason})")
         # loader processes per training process, for every loader of the run
         self.workers = resolve_workers(cfg.data.num_workers, f.device.type,
                                        f.world_size // max(1, cfg.trainer.num_nodes))
