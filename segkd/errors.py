@@ -30,5 +30,9 @@ class ConfigError(SegkdError):
     """A problem with a config key or value."""
 
 
+class NonFiniteLoss(SegkdError):
+    """Training produced NaN/Inf; the message names the step and the term(s)."""
+
+
 class CheckpointError(SegkdError):
     """A checkpoint that cannot be loaded (wrong architecture, corrupt, unsafe)."""

@@ -27,10 +27,10 @@ from typing import Callable, Iterator
 from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
-from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                            TransferSpeedColumn)
 
+from segkd.console import console, say
 from segkd.errors import DataError, SegkdError
 
 CAMVID_COMMIT = "bb68b64e72cb004b3ed927fee0f5624dd8097498"
@@ -38,12 +38,6 @@ _VOC_TAR = "VOCtrainval_11-May-2012.tar"
 _SBD_PATH = "Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz"
 CHUNK = 1 << 16
 TIMEOUT = 60.0
-console = Console()
-
-
-def say(message: str) -> None:
-    """Print a plain line (no rich markup: paths and errors may hold brackets)."""
-    console.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 @dataclass(frozen=True)

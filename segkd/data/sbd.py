@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 from rich.progress import track
 
-from segkd.data.download import console, say
+from segkd.console import console, say
 from segkd.data.voc import read_id_list
 from segkd.errors import DataError, SegkdError
 

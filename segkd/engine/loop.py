@@ -11,7 +11,7 @@ import torch
 
 from ..config import Config, StageCfg, dump_config
 from ..distill.freeze import set_trainable
-from ..errors import ConfigError, SegkdError
+from ..errors import ConfigError, NonFiniteLoss, SegkdError
 from .build import (apply_replacements, build_distiller, build_from_spec, build_teacher,
                     load_state, model_from_checkpoint, model_spec, stage_terms)
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -24,10 +24,6 @@ from .state import model_checkpoint, rng_state, seed_all, set_rng_state
 
 
 DATA_BOUND = 0.2  # share of an epoch spent waiting for data above which the run says so
-
-
-class NonFiniteLoss(SegkdError):
-    """Training produced NaN/Inf; the message names the step and the term(s)."""
 
 
 class Engine:

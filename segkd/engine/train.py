@@ -6,6 +6,8 @@ from typing import Optional
 
 import torch
 
+from ..errors import NonFiniteLoss
+
 
 def _batches(loader, iters: int):
     """``iters`` batches, restarting the loader when it is exhausted (endless epochs)."""
@@ -21,8 +23,6 @@ def _batches(loader, iters: int):
 def _check_finite(out: dict, where: str, i: int) -> None:
     if bool(torch.isfinite(out["loss"])):
         return
-    from .loop import NonFiniteLoss
-
     bad = [k[5:] for k, v in out.items() if k.startswith("loss/") and not bool(torch.isfinite(v))]
     raise NonFiniteLoss(f"loss became non-finite at {where}, iteration {i + 1}: "
                         f"term(s) {', '.join(bad) or 'total'}. The last good checkpoint is "
