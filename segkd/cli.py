@@ -122,7 +122,7 @@ def info(target: Optional[str] = typer.Argument(None, help="config.yaml, checkpo
          channels_last: bool = typer.Option(False, "--channels-last", help="latency in channels_last")) -> None:
     """Parameters, FLOPs, latency and module paths of a model; or teacher vs student."""
     from .compare import LatencySetup
-    from .inspect import info_command
+    from .describe import info_command
 
     setup = LatencySetup(device=device, dtype=dtype, batch=batch, channels_last=channels_last)
     info_command(target, _pair(size), classes, paths, latency, compare or [], out,
@@ -133,7 +133,7 @@ def info(target: Optional[str] = typer.Argument(None, help="config.yaml, checkpo
 def list_(what: str = typer.Argument(..., help="models | encoders | datasets | losses | connectors"),
           pattern: str = typer.Option("*", "--pattern")) -> None:
     """List registered names (like timm.list_models)."""
-    from .inspect import list_names
+    from .describe import list_names
 
     for name in list_names(what, pattern):
         out.print(name)

@@ -48,7 +48,7 @@ def plan(model: str = typer.Argument(..., help="teacher checkpoint, config or ar
          latency: bool = typer.Option(True, "--latency/--no-latency")) -> None:
     """Show what a replacement (explicit or automatic) does: per-conv and total params/FLOPs,
     and measured CPU latency of teacher vs student."""
-    from .inspect import load_any_model
+    from .describe import load_any_model
     from .models.cheap import auto_plan, resolve_paths
     from .models.profile import measure_latency
 
