@@ -15,6 +15,19 @@ warnings.filterwarnings("ignore", message=".*TorchVision.*", category=Deprecatio
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CAMVID = SHARED / "data" / "camvid"
+REQUIRE_SHARED = "SEGKD_REQUIRE_SHARED"  # set by .ci/run: there, a missing ../shared is a failure
+
+
+def require_shared(path: Path) -> None:
+    """Skip the calling test when ``path`` (under ../shared) is absent, or fail with a clear
+    message when ``SEGKD_REQUIRE_SHARED=1`` or ``CI`` is set: CI always has ../shared, so a test
+    that skips there hides a broken setup instead of testing something."""
+    if path.exists():
+        return
+    if os.environ.get(REQUIRE_SHARED) == "1" or os.environ.get("CI"):
+        pytest.fail(f"{path} is missing, and {REQUIRE_SHARED}=1 or CI says ../shared must be "
+                    "present (the real teachers and fixtures live there)", pytrace=False)
+    pytest.skip(f"{path} not found (set {REQUIRE_SHARED}=1 to make this a failure)")
 
 
 @pytest.fixture(autouse=True)

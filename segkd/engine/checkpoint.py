@@ -10,16 +10,17 @@ A segkd checkpoint is a plain dict saved with ``torch.save`` and read with
      "config": {...} (resolved config), and for kind == "run": "connectors", "optimizer",
      "scheduler", "rng", "progress"}
 
-A sha256 of the file is written beside it (``<file>.sha256``) and checked on load.
+A sha256 of the file is written beside it (``<file>.sha256``, one hash per line) and checked
+on load: the file is accepted when its hash is one of the sidecar's lines. A sidecar written
+before this rule holds one line and reads the same way.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import pickle
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable
 
 import torch
 
@@ -38,30 +39,90 @@ def sha256_file(path: Path) -> str:
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
-    """Write ``obj`` to ``path`` atomically: temp file in the same folder, fsync, rename.
+    """Write ``obj`` to ``path`` and its sidecar so that, whatever step fails or is killed, the
+    pair on disk verifies: the previous checkpoint or the new one, never neither.
 
-    If writing fails (disk full, permissions), the previous file at ``path`` is untouched.
+    1. serialise to ``.<name>.tmp`` beside ``path``, fsync;
+    2. sidecar := "<new hash>\n<previous hash>" (temp file, fsync, rename): accepts either file
+       (just "<new hash>" when there is no previous file: the file never exists without it);
+    3. rename the temp file over ``path`` (atomic);
+    4. where step 2 wrote two lines, sidecar := "<new hash>" (temp file, fsync, rename).
+    An error (disk full, permissions) raises CheckpointError and removes the temp files.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    side = _sidecar(path)
+    tmp, side_tmp = path.with_name(f".{path.name}.tmp"), side.with_name(f".{side.name}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        digest = sha256_file(Path(tmp))
-        os.replace(tmp, path)
-        side = path.with_name(path.name + ".sha256")
-        side_tmp = side.with_name(side.name + ".tmp")
-        side_tmp.write_text(digest + "\n")
-        os.replace(side_tmp, side)
+        _write_synced(tmp, lambda f: torch.save(obj, f))
+        digest = sha256_file(tmp)
+        previous = _current_hash(path)
+        hashes = [digest] + ([previous] if previous not in (None, digest) else [])
+        _write_synced(side_tmp, lambda f: f.write("".join(h + "\n" for h in hashes).encode()))
+        os.replace(side_tmp, side)  # step 2: from here, either file verifies
+        os.replace(tmp, path)  # step 3
+        if len(hashes) > 1:  # step 4: only the new file verifies
+            _write_synced(side_tmp, lambda f: f.write(f"{digest}\n".encode()))
+            os.replace(side_tmp, side)
+        _fsync_dir(path.parent)
     except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise CheckpointError(f"could not write checkpoint {path}: {err.strerror or err}") from err
+        _discard(tmp, side_tmp, *([] if path.exists() else [side]))  # no orphan sidecar
+        os_err = _os_error(err)
+        if os_err is not None:
+            raise CheckpointError(f"could not write checkpoint {path}: "
+                                  f"{os_err.strerror or os_err}") from err
         raise
     return path
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """The OSError behind ``err``: torch.save reports a failed write as the RuntimeError its
+    zip writer raises while closing, with the OSError as its context."""
+    seen: BaseException | None = err
+    while seen is not None and not isinstance(seen, OSError):
+        seen = seen.__cause__ or seen.__context__
+    return seen
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _current_hash(path: Path) -> str | None:
+    """The hash that verifies the file now at ``path`` (None when there is none): the sidecar's
+    single line, else (no sidecar, or an interrupted write left two lines) the file's own hash."""
+    if not path.is_file():
+        return None
+    side = _sidecar(path)
+    lines = side.read_text().split() if side.is_file() else []
+    return lines[0] if len(lines) == 1 else sha256_file(path)
+
+
+def _write_synced(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Create or truncate ``path``, fill it with ``write(file)``, flush and fsync it."""
+    with open(path, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames durable (best effort: not every platform can fsync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _discard(*paths: Path) -> None:
+    for p in paths:
+        p.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
@@ -74,8 +135,8 @@ def load_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
                 break
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    side = path.with_name(path.name + ".sha256")
-    if verify and side.is_file() and side.read_text().strip() != sha256_file(path):
+    side = _sidecar(path)
+    if verify and side.is_file() and sha256_file(path) not in side.read_text().split():
         raise CheckpointError(f"checkpoint {path} is corrupt (sha256 differs from {side.name})")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
