@@ -134,3 +134,55 @@ def test_best_epoch_is_selected_by_the_configured_metric(tmp_path, tiny):
     worst = min(hist, key=lambda h: h["val/pixel_acc"])
     best = load_checkpoint(tmp_path / "r" / "best.pt")["selected"]
     assert best["epoch"] == worst["epoch"] and best["value"] == pytest.approx(worst["val/pixel_acc"])
+
+
+def _record_epochs(monkeypatch) -> tuple[dict, dict]:
+    """Snapshot the student after every epoch ``{(stage, epoch): state}`` and at the start of
+    every stage, after its setup ``{stage: state}``."""
+    after, start = {}, {}
+    real_epoch, real_setup = Engine._epoch, Engine._setup_stage
+
+    def snap(eng):
+        return {k: v.detach().clone() for k, v in eng.distiller.student.state_dict().items()}
+
+    def epoch(self, si, stage, ep, *a, **kw):
+        real_epoch(self, si, stage, ep, *a, **kw)
+        after[(si, ep + 1)] = snap(self)
+
+    def setup(self, si, stage):
+        out = real_setup(self, si, stage)
+        start[si] = snap(self)
+        return out
+
+    monkeypatch.setattr(Engine, "_epoch", epoch)
+    monkeypatch.setattr(Engine, "_setup_stage", setup)
+    return after, start
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_stage_ends_with_the_selected_epochs_weights_and_the_next_stage_starts_there(
+        tmp_path, tiny, teacher_ckpt, monkeypatch, restore):
+    """Stage 1 keeps the epoch with the largest validation MSE (the first one: training lowers
+    it), so the selected epoch is not the last; stage 2 must start from its weights."""
+    stem = {"name": "stem", "epochs": 3, "trainable": ["encoder.model.conv1", "encoder.model.bn1"],
+            "optimizer": {"name": "adam", "lr": 1e-2},
+            "terms": [{"loss": "mse", "student": "encoder.model.act1", "teacher": "encoder.model.act1"}],
+            "select": {"metric": "val/loss/mse", "mode": "max", "restore_best": restore}}
+    head = {"name": "head", "epochs": 1, "trainable": ["segmentation_head"], "terms": [{"loss": "ce"}]}
+    raw = tiny(teacher={"checkpoint": str(teacher_ckpt)}, stages=[stem, head])
+    after, start = _record_epochs(monkeypatch)
+    eng = Engine(config_from_dict(raw), tmp_path / "s")
+    eng.run()
+    hist = [h for h in load_checkpoint(tmp_path / "s" / "last.pt")["history"] if h["stage"] == 0]
+    chosen = max(hist, key=lambda h: h["val/loss/mse"])["epoch"]
+    assert chosen < 3, hist  # the test needs a selected epoch that is not the last
+    assert not _same(after[(0, chosen)], after[(0, 3)])
+    expected = after[(0, chosen)] if restore else after[(0, 3)]
+    assert _same(start[1], expected)  # the next stage starts from the selected weights
+    final = eng.distiller.student.state_dict()
+    stem_keys = [k for k in final if k.startswith(("encoder.model.conv1", "encoder.model.bn1"))]
+    assert stem_keys and all(torch.equal(final[k], expected[k]) for k in stem_keys)  # frozen since
