@@ -45,6 +45,11 @@ class DataCfg(_Strict):
     mean: Optional[tuple[float, float, float]] = None
     std: Optional[tuple[float, float, float]] = None
     options: dict[str, Any] = {}  # dataset-specific keyword arguments
+    # pre-flight check of check_files sampled pairs per split before the first step (mask
+    # values vs classes / value_map / ignore, labeled share, image bit depth): "error" stops on
+    # certainly wrong data, "warn" only says so, "off" skips it (segkd.data.check)
+    check: Literal["error", "warn", "off"] = "error"
+    check_files: int = Field(16, ge=1)
     unlabeled: Optional[dict[str, Any]] = None  # {name, root, split, options} for label-free stages
 
     @field_validator("num_workers")
@@ -108,10 +113,8 @@ class SchedCfg(_Strict):
     name: Literal["none", "poly", "onecycle", "cosine", "plateau", "step"] = "none"
     power: float = 0.9  # poly
     max_lr: Optional[float] = None  # onecycle (default: optimizer lr)
-    pct_start: float = 0.3  # onecycle warm-up fraction (torch's OneCycleLR default)
+    pct_start: float = 0.1  # onecycle warm-up fraction
     anneal_strategy: Literal["cos", "linear"] = "cos"
-    # torch's default is True (momentum / Adam's beta1 cycled max -> base -> max); kept False so
-    # that recipes written without it keep a constant beta1 (the kdsemseg recipes set it)
     cycle_momentum: bool = False
     base_momentum: float = 0.85
     max_momentum: float = 0.95
@@ -239,9 +242,12 @@ def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
     if path.resolve() in _seen:
         raise ConfigError(f"circular _base_ reference at {path}")
     try:
-        raw = _unalias(yaml.safe_load(path.read_text()) or {})
+        raw = _unalias(yaml.safe_load(path.read_text()))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if raw is None:  # {} would silently run every default: the synthetic demo
+        raise ConfigError(f"{path}: the config file is empty (no settings); start from a "
+                          "recipe in configs/ or `segkd prepare folder` output")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     bases = raw.pop("_base_", [])

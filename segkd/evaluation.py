@@ -7,16 +7,17 @@ import torch
 
 from .config import DataCfg
 from .engine.build import model_from_checkpoint
-from .engine.data import _dataset, make_loader
+from .engine.data import _dataset, check_data, make_loader
 from .engine.evaluate import evaluate, inference_forward
-from .errors import SegkdError
+from .errors import DataError, SegkdError
 from .eval.inference import InferenceSpec
 
 
 def _data_cfg(ckpt: dict, data_root: Optional[str], dataset: Optional[str],
               size: Optional[tuple[int, int]]) -> DataCfg:
     saved = dict((ckpt.get("config") or {}).get("data") or {})
-    keep = {k: saved[k] for k in ("name", "root", "size", "options", "mean", "std") if k in saved}
+    keep = {k: saved[k] for k in ("name", "root", "size", "options", "mean", "std", "check",
+                                  "check_files") if k in saved}
     cfg = DataCfg(**keep)
     if dataset:
         cfg.name = dataset
@@ -42,6 +43,7 @@ def evaluate_checkpoint(path: str, data_root: Optional[str] = None, dataset: Opt
     model, meta, ckpt = model_from_checkpoint(path)
     cfg = _data_cfg(ckpt, data_root, dataset, size)
     ds = _dataset(cfg, split, False)
+    check_data(cfg, [(split, ds)], relax="")
     if meta.get("num_classes") and ds.num_classes != meta["num_classes"]:
         raise SegkdError(f"the model predicts {meta['num_classes']} classes, dataset "
                          f"'{cfg.name}' has {ds.num_classes}")
@@ -50,5 +52,10 @@ def evaluate_checkpoint(path: str, data_root: Optional[str] = None, dataset: Opt
     spec = InferenceSpec(sliding_crop=sliding, overlap=overlap, flip=flip, scales=list(scales))
     loader = make_loader(ds, batch_size, False, 0, 0)
     m = evaluate(inference_forward(model, spec), loader, ds.num_classes, ds.ignore_index, dev)
+    if all(v is None for v in m["per_class_iou"]):  # an empty confusion matrix: nothing scored
+        raise DataError(f"split '{split}' of dataset '{cfg.name}' has no labeled pixels in its "
+                        f"{len(ds)} image(s) (every mask is the ignore index {ds.ignore_index} "
+                        "after the label mapping): mIoU is undefined; evaluate a labeled split "
+                        "(a benchmark's test labels are withheld: use segkd predict --format)")
     m.update(classes=ds.classes, split=split, dataset=cfg.name, checkpoint=str(path), images=len(ds))
     return m

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.base import list_images, read_image
+from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .errors import SegkdError
 from .eval.inference import InferenceSpec, predict_logits
 
@@ -45,10 +46,14 @@ def predict_paths(checkpoint: str, inputs: str, out_dir: str, size: Optional[tup
     """Predict every image under ``inputs``; write results to ``out_dir``; return the count."""
     from .data import submission
 
+    if fmt not in ("color", "ids", *submission.FORMATS):
+        raise SegkdError(f"unknown --format '{fmt}': color | ids | cityscapes | voc")
     fwd, meta = _predictor(checkpoint)
+    if fmt in submission.FORMATS:  # before anything is written
+        submission.check_model_classes(meta, fmt, checkpoint)
     size = size or (tuple(meta["size"]) if meta.get("size") else None)
-    mean = torch.tensor(meta.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
-    std = torch.tensor(meta.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1)
+    mean = torch.tensor(meta.get("mean", IMAGENET_MEAN)).view(1, 3, 1, 1)
+    std = torch.tensor(meta.get("std", IMAGENET_STD)).view(1, 3, 1, 1)
     palette = submission.default_palette(int(meta.get("num_classes", 21)))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,9 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image, read_file
 
+from segkd.constants import IMAGENET_MEAN, IMAGENET_STD
 from segkd.errors import DataError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
 
 # torchvision 0.29 deprecates its decoders in favour of TorchCodec; they still work and are the
@@ -80,12 +79,41 @@ def build_lut(mapping: dict[int, int], ignore_index: int) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- decoding
-def read_image(path: Path) -> Tensor:
-    """Decode an image file to uint8 [3,H,W] RGB; DataError naming the file if it is bad."""
+def png_header(path: Path) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's IHDR chunk, or None for other files.
+
+    Colour types: 0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA.
+    """
+    if path.suffix.lower() != ".png":
+        return None
     try:
-        return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return None
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+def to_uint8(image: Tensor, path: Path | str) -> Tensor:
+    """A decoded image as uint8: 16-bit samples are rescaled by their bit depth (0..65535 ->
+    0..255, rounded), so every later step (cache, transforms, normalisation) sees 8-bit data."""
+    if image.dtype == torch.uint8:
+        return image
+    if image.dtype == torch.uint16:
+        return torch.div(image.to(torch.int32) + 128, 257, rounding_mode="floor").to(torch.uint8)
+    raise DataError(f"image {path}: {image.dtype} samples are not supported (8- or 16-bit images)")
+
+
+def read_image(path: Path) -> Tensor:
+    """Decode an image file to uint8 [3,H,W] RGB (16-bit PNGs rescaled to 8 bits); DataError
+    naming the file if it is bad."""
+    try:
+        image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
     except (RuntimeError, ValueError, OSError) as e:
         raise DataError(f"cannot decode image {path}: {e}") from None
+    return to_uint8(image, path)
 
 
 def _decode_palette_png(path: Path) -> Tensor | None:
@@ -104,12 +132,17 @@ def read_raw_mask(path: Path) -> Tensor:
 
     Palette PNGs give their indices (torchvision keeps them; PIL is the fallback for builds
     that expand the palette). Grey+alpha drops alpha; RGB with equal channels is grey.
+    1-, 2- and 4-bit grey PNGs give their stored values (0/1 for a 1-bit mask): the decoder
+    scales them to 8 bits (1 -> 255), which would turn class 1 into 255, the usual ignore index.
     """
     try:
         m = decode_image(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
     except (RuntimeError, ValueError, OSError) as e:
         raise DataError(f"cannot decode mask {path}: {e}") from None
     if m.shape[0] <= 2:
+        header = png_header(path)
+        if header is not None and header[1] == 0 and header[0] < 8:  # low-bit grey
+            return m[0] // (255 // (2 ** header[0] - 1))  # 1-bit: /255, 2-bit: /85, 4-bit: /17
         return m[0]
     if path.suffix.lower() == ".png":
         idx = _decode_palette_png(path)
@@ -250,22 +283,26 @@ class SegmentationDataset(Dataset):
 
     def _read_mask(self, path: Path) -> Tensor:
         """Decode and map one mask file to checked train ids [H,W] (uint8 where ids fit)."""
-        raw = read_raw_mask(path)
+        ids = self.map_raw(read_raw_mask(path), path)
+        self.check_labels(ids, path)
+        return ids
+
+    def map_raw(self, raw: Tensor, path: Path) -> Tensor:
+        """Map a decoded mask (``read_raw_mask``) to train ids [H,W], unchecked."""
         if raw.dim() == 3:
             if self.palette is None:
                 raise DataError(
                     f"mask {path} is an RGB colour image; expected a single-channel index mask "
                     "(convert it, or give the dataset a colour palette)"
                 )
-            ids = palette_to_ids(raw, self.palette, path)
-        elif self.lut is not None:
+            return palette_to_ids(raw, self.palette, path)
+        if raw.dtype == torch.uint16 and int(raw.to(torch.int32).max()) <= 255:
+            raw = raw.to(torch.uint8)  # a 16-bit file holding 8-bit ids
+        if self.lut is not None:
             if raw.dtype != torch.uint8:
                 raise DataError(f"mask {path}: {raw.dtype} values cannot use an 8-bit lookup")
-            ids = torch.from_numpy(self._lut_np[raw.numpy()])  # numpy gathers uint8 indices fast
-        else:
-            ids = raw
-        self.check_labels(ids, path)
-        return ids
+            return torch.from_numpy(self._lut_np[raw.numpy()])  # numpy gathers uint8 indices fast
+        return raw
 
     def check_labels(self, ids: Tensor, path: Path | str) -> None:
         """Raise DataError if ``ids`` holds values outside [0, C) other than ignore_index."""

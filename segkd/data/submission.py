@@ -130,6 +130,26 @@ def _voc_png(ids: np.ndarray) -> Image.Image:
     return im
 
 
+def check_model_classes(meta: dict, fmt: str, source: str) -> None:
+    """SegkdError unless the model predicts the benchmark's classes, in its order: a submission
+    of another model's ids (a 2-class or CamVid model) would be written and scored as if valid."""
+    from segkd.data.cityscapes import CITYSCAPES_CLASSES
+    from segkd.data.voc import VOC_CLASSES
+
+    expected = {"cityscapes": CITYSCAPES_CLASSES, "voc": VOC_CLASSES}.get(fmt)
+    if expected is None:
+        raise SegkdError(f"unknown submission format '{fmt}': one of {', '.join(FORMATS)}")
+    n, classes = meta.get("num_classes"), meta.get("classes")
+    names = [str(c).strip().lower() for c in classes] if classes else None
+    if n == len(expected) and names == [c.lower() for c in expected]:
+        return
+    said = (f"{n} classes ({', '.join(map(str, classes[:4]))}{', ...' if len(classes) > 4 else ''})"
+            if classes else f"{n} classes without names" if n else "no class list")
+    raise SegkdError(f"--format {fmt} writes a {fmt} benchmark submission, which needs a model of "
+                     f"its {len(expected)} classes in their order ({', '.join(expected[:3])}, ...); "
+                     f"{source} has {said}. Use --format color or ids for this model")
+
+
 def write_submission(pred_ids: np.ndarray, name: str | Path, out_dir: str | Path,
                      fmt: str = "cityscapes") -> Path:
     """Write one prediction ``[H,W]`` (train ids) in a benchmark server's format; return its path.

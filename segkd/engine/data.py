@@ -103,6 +103,18 @@ def _dataset(cfg: DataCfg, split: str, train: bool, name: str | None = None,
     return ds
 
 
+def check_data(cfg: DataCfg, splits: list[tuple[Optional[str], Any]], relax: str = "data.check=warn") -> None:
+    """The pre-flight data check (``data.check``) on a sample of each split (a split named
+    twice, e.g. val used as test, is checked once)."""
+    from ..data.check import check_splits
+
+    named: dict[str, Any] = {}
+    for name, ds in splits:
+        if name and ds is not None:
+            named.setdefault(name, ds)
+    check_splits(named, cfg.check, cfg.check_files, cfg.options, relax=relax)
+
+
 def build_data(cfg: DataCfg, run_dir: Path | None = None, need_images: bool = False) -> DataBundle:
     """Build train/val/test datasets (and the unlabeled set if a stage needs one).
 
@@ -113,10 +125,11 @@ def build_data(cfg: DataCfg, run_dir: Path | None = None, need_images: bool = Fa
     if cfg.fraction < 1.0:
         idx = select_fraction(len(train), cfg.fraction, cfg.fraction_seed)
         train = train.subset(idx)
-    if run_dir is not None:
-        write_file_list(train, range(len(train)), Path(run_dir) / "train_files.txt")
     val = _dataset(cfg, cfg.val_split, False) if cfg.val_split else None
     test = _dataset(cfg, cfg.test_split, False) if cfg.test_split else None
+    check_data(cfg, [(cfg.train_split, train), (cfg.val_split, val), (cfg.test_split, test)])
+    if run_dir is not None:
+        write_file_list(train, range(len(train)), Path(run_dir) / "train_files.txt")
     images = None
     if cfg.unlabeled and need_images:
         u = cfg.unlabeled

@@ -1,0 +1,290 @@
+"""Data that would train or score silently wrong (issue 18): 16-bit images, low-bit masks,
+all-ignore masks, a value_map that matches nothing, 0/255 masks with 255 ignored, an empty
+config, evaluation of an unlabeled split, benchmark submissions from the wrong model.
+
+Each case writes its own tiny data (32x32 PNGs) and goes through the real CLI (``segkd``
+fixture: in-process ``segkd.cli.main``): exit code, the message (naming the file and what to
+set) and nothing written. The pre-flight check itself (segkd.data.check) is tested directly for
+its strictness modes and sampling.
+"""
+from __future__ import annotations
+
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_errors import (SIZE, assert_clean_error, assert_nothing_half_written,  # noqa: E402
+                         folder_config, folder_tree, png, write_config)
+
+
+def low_bit_png(path: Path, values: np.ndarray, bits: int) -> Path:
+    """A greyscale PNG with ``bits`` (1, 2 or 4) bits per pixel holding ``values`` as stored."""
+    h, w = values.shape
+    per = 8 // bits
+    rows = []
+    for row in values:
+        packed = bytearray()
+        for i in range(0, w, per):
+            byte = 0
+            for j in range(per):
+                v = int(row[i + j]) if i + j < w else 0
+                byte |= v << (8 - bits * (j + 1))
+            packed.append(byte)
+        rows.append(b"\x00" + bytes(packed))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, bits, 0, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b""))
+    return path
+
+
+def masks(tree: Path, fill) -> None:
+    """Rewrite every mask of ``tree`` as ``fill(shape) -> uint8 array``."""
+    for mask in (tree / "masks").rglob("*.png"):
+        png(mask, fill((SIZE, SIZE)))
+
+
+def halves(shape, low: int = 0, high: int = 1) -> np.ndarray:
+    m = np.full(shape, low, np.uint8)
+    m[: shape[0] // 2] = high
+    return m
+
+
+def nothing_written(run: Path) -> None:
+    assert_nothing_half_written(run)
+    assert not (run / "train_files.txt").exists()
+
+
+# ----------------------------------------------------------------------------- decoding
+def test_16bit_image_is_rescaled_by_its_bit_depth(tmp_path):
+    from segkd.data.base import read_image
+
+    grey = np.array([[0, 257 * 100, 65535, 128]], np.uint16)
+    Image.fromarray(grey).save(tmp_path / "g16.png")
+    img = read_image(tmp_path / "g16.png")
+    assert img.dtype == torch.uint8 and img.shape == (3, 1, 4)
+    assert img[0, 0].tolist() == [0, 100, 255, 0]  # round(v / 257)
+
+
+def test_16bit_images_train_with_normalised_values(segkd, tmp_path):
+    """A 16-bit folder dataset trains, and what reaches the model is normalised (not ~267,000)."""
+    from segkd.data import build_dataset
+
+    tree = folder_tree(tmp_path / "data", classes=3)
+    rng = np.random.default_rng(1)
+    for img in (tree / "images").rglob("*.png"):
+        Image.fromarray(rng.integers(0, 65535, (SIZE, SIZE), np.uint16)).save(img)
+    x = build_dataset("folder", root=tree, split="train")[0]["image"]
+    assert float(x.abs().max()) < 3.0
+    proc = segkd(*folder_config(tmp_path, tree))
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_low_bit_masks_decode_to_their_stored_values(tmp_path, bits):
+    from segkd.data.base import read_raw_mask
+
+    values = np.random.default_rng(bits).integers(0, 2 ** bits, (6, 11))
+    mask = read_raw_mask(low_bit_png(tmp_path / "m.png", values, bits))
+    assert mask.dtype == torch.uint8
+    assert np.array_equal(mask.numpy(), values)
+
+
+def test_one_bit_masks_give_class_one(tmp_path):
+    """PIL writes 0/1 bool masks as 1-bit PNGs: class 1 must stay 1, not become 255 (ignored)."""
+    from segkd.data import build_dataset
+
+    tree = folder_tree(tmp_path / "data", classes=2)
+    for mask in (tree / "masks").rglob("*.png"):
+        Image.fromarray(halves((SIZE, SIZE)).astype(bool)).save(mask)
+    assert Image.open(mask).mode == "1"
+    ds = build_dataset("folder", root=tree, split="train")
+    assert sorted(torch.unique(ds[0]["mask"]).tolist()) == [0, 1]
+
+
+# ----------------------------------------------------------------------------- train refuses
+def test_all_ignore_masks_refused(segkd, tmp_path):
+    tree = folder_tree(tmp_path / "data", classes=3)
+    masks(tree, lambda shape: np.full(shape, 255, np.uint8))
+    proc = segkd(*folder_config(tmp_path, tree))
+    assert_clean_error(proc, "no labeled pixels in the 2 checked mask(s) of split 'train'",
+                       str(tree / "masks" / "train" / "im0.png"), "ignore index 255",
+                       "data.check=warn")
+    nothing_written(tmp_path / "run")
+
+
+def test_value_map_matching_no_mask_value_refused(segkd, tmp_path):
+    tree = folder_tree(tmp_path / "data", classes=2)
+    masks(tree, lambda shape: halves(shape, 0, 255))
+    args = folder_config(tmp_path, tree)
+    proc = segkd(*args, "--set", "data.options.value_map.7=1")
+    assert_clean_error(proc, "no labeled pixels", "data.options.value_map maps none of the mask "
+                       "values [0, 255] to a class (its keys: [7])")
+    nothing_written(tmp_path / "run")
+
+
+def test_binary_masks_with_255_ignored_refused_with_the_value_map_to_set(segkd, tmp_path):
+    """The membrane case: 0/255 masks, 2 classes, ignore 255 -> class 1 would never be learnt."""
+    tree = folder_tree(tmp_path / "data", classes=2)
+    masks(tree, lambda shape: halves(shape, 0, 255))
+    proc = segkd(*folder_config(tmp_path, tree))
+    assert_clean_error(proc, "hold only 0 and 255", "255 is the ignore index",
+                       "data.options.value_map={0: 0, 255: 1}")
+    nothing_written(tmp_path / "run")
+
+
+def test_empty_config_file_refused(segkd, tmp_path):
+    for text in ("", "# only a comment\n"):
+        cfg = tmp_path / "empty.yaml"
+        cfg.write_text(text)
+        proc = segkd("train", str(cfg), "--run-dir", str(tmp_path / "run"))
+        assert_clean_error(proc, f"{cfg}: the config file is empty")
+        assert not (tmp_path / "run").exists()
+
+
+def test_warnings_name_the_file_and_training_goes_on(segkd, tmp_path):
+    """A partial value_map and a 12-bit image in a 16-bit file: warnings, exit 0."""
+    tree = folder_tree(tmp_path / "data", classes=2)
+    masks(tree, lambda shape: halves(shape, 0, 200))
+    dim = tree / "images" / "train" / "im1.png"
+    Image.fromarray(np.full((SIZE, SIZE), 4000, np.uint16)).save(dim)
+    proc = segkd(*folder_config(tmp_path, tree), "--set", "data.options.value_map={0: 0, 128: 1}")
+    assert proc.returncode == 0, proc.stderr
+    flat = " ".join(proc.stderr.split())
+    assert "mask values [200] of split 'train' (50.0% of the checked pixels" in flat and "not keys of data.options.value_map" in flat
+    assert f"image {dim} is 16-bit but its brightest value is 4000" in flat
+
+
+# ----------------------------------------------------------------------------- eval / predict
+@pytest.fixture(scope="module")
+def two_class_run(tmp_path_factory) -> Path:
+    """A 1-epoch 2-class folder run (its best.pt): the model for eval/predict cases."""
+    from segkd.config import config_from_dict
+    from segkd.engine import Engine
+
+    tmp = tmp_path_factory.mktemp("two_class")
+    tree = folder_tree(tmp / "data", classes=2)
+    import yaml
+
+    cfg = yaml.safe_load(Path(folder_config(tmp, tree)[1]).read_text())
+    Engine(config_from_dict(cfg), tmp / "run").run()
+    return tmp / "run" / "best.pt"
+
+
+def void_split(tmp_path: Path) -> Path:
+    """A folder tree whose split 'test' has masks that are all 255 (labels withheld)."""
+    tree = folder_tree(tmp_path / "void", classes=2)
+    for name in ("im0", "im1"):
+        png(tree / "images" / "test" / f"{name}.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+        png(tree / "masks" / "test" / f"{name}.png", np.full((SIZE, SIZE), 255, np.uint8))
+    return tree
+
+
+def test_eval_on_an_unlabeled_split_refused(segkd, tmp_path, two_class_run):
+    tree = void_split(tmp_path)
+    out = tmp_path / "m.json"
+    proc = segkd("eval", str(two_class_run), "--data-root", str(tree), "--split", "test",
+                 "--json", str(out))
+    assert_clean_error(proc, "no labeled pixels in the 2 checked mask(s) of split 'test'",
+                       str(tree / "masks" / "test" / "im0.png"))
+    assert "mIoU" not in proc.stdout and not out.exists()
+
+
+def test_eval_without_the_sample_check_still_refuses_an_empty_score(tmp_path, two_class_run,
+                                                                    monkeypatch):
+    """The final guard: an empty confusion matrix is an error, not mIoU 0 / per-image IoU 1."""
+    from segkd.errors import DataError
+    from segkd.evaluation import evaluate_checkpoint
+
+    monkeypatch.setattr("segkd.evaluation.check_data", lambda *a, **k: None)
+    with pytest.raises(DataError, match="split 'test' of dataset 'folder' has no labeled pixels"):
+        evaluate_checkpoint(str(two_class_run), str(void_split(tmp_path)), split="test")
+
+
+@pytest.mark.parametrize("fmt", ["cityscapes", "voc"])
+def test_submission_format_refuses_a_model_of_other_classes(segkd, tmp_path, two_class_run, fmt):
+    img = png(tmp_path / "in" / "frankfurt_000000_000294_leftImg8bit.png",
+              np.zeros((SIZE, SIZE, 3), np.uint8))
+    out = tmp_path / "out"
+    proc = segkd("predict", str(two_class_run), str(img.parent), "--out", str(out), "--format", fmt)
+    assert_clean_error(proc, f"--format {fmt} writes a {fmt} benchmark submission",
+                       str(two_class_run), "has 2 classes (c0, c1)", "--format color or ids")
+    assert not out.exists()
+
+
+def test_submission_check_accepts_the_benchmark_classes():
+    from segkd.data.cityscapes import CITYSCAPES_CLASSES
+    from segkd.data.submission import check_model_classes
+    from segkd.data.voc import VOC_CLASSES
+    from segkd.errors import SegkdError
+
+    check_model_classes({"num_classes": 19, "classes": list(CITYSCAPES_CLASSES)}, "cityscapes", "m")
+    check_model_classes({"num_classes": 21, "classes": list(VOC_CLASSES)}, "voc", "m")
+    swapped = list(CITYSCAPES_CLASSES)
+    swapped[0], swapped[1] = swapped[1], swapped[0]
+    for meta in ({"num_classes": 19, "classes": swapped}, {"num_classes": 19},
+                 {"num_classes": 21, "classes": list(VOC_CLASSES)}):
+        with pytest.raises(SegkdError, match="--format cityscapes"):
+            check_model_classes(meta, "cityscapes", "m")
+
+
+# ----------------------------------------------------------------------------- the check itself
+def _folder(tree: Path, split: str = "train", **options):
+    from segkd.data import build_dataset
+
+    return build_dataset("folder", root=tree, split=split, **options)
+
+
+def test_check_modes(tmp_path):
+    from segkd.data.check import check_splits
+    from segkd.errors import DataError
+
+    tree = folder_tree(tmp_path / "data", classes=2)
+    masks(tree, lambda shape: np.full(shape, 255, np.uint8))
+    ds = {"train": _folder(tree)}
+    with pytest.raises(DataError, match="no labeled pixels"):
+        check_splits(ds, "error")
+    said: list[str] = []
+    facts = check_splits(ds, "warn", say=said.append)
+    assert len(said) == 1 and "no labeled pixels" in said[0] and facts[0].labeled == 0
+    assert check_splits(ds, "off", say=said.append) == [] and len(said) == 1
+
+
+def test_check_reads_at_most_the_sample(tmp_path):
+    from segkd.data.check import check_splits
+
+    tree = folder_tree(tmp_path / "data", n=7, classes=3)
+    facts = check_splits({"train": _folder(tree)}, "error", files=3)
+    assert facts[0].checked == 3
+    assert facts[0].pixels == 3 * SIZE * SIZE and facts[0].labeled == facts[0].pixels
+
+
+def test_check_reports_a_corrupt_file_even_in_warn_mode(tmp_path):
+    from segkd.data.check import check_splits
+    from segkd.errors import DataError
+
+    tree = folder_tree(tmp_path / "data", classes=3)
+    bad = tree / "masks" / "train" / "im1.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(DataError, match=f"cannot decode mask {bad}"):
+        check_splits({"train": _folder(tree)}, "warn", say=lambda m: None)
+
+
+def test_training_config_check_off_skips_it(segkd, tmp_path):
+    """data.check=off: the all-ignore set trains (the user said so), exit 0."""
+    tree = folder_tree(tmp_path / "data", classes=3)
+    masks(tree, lambda shape: np.full(shape, 255, np.uint8))
+    proc = segkd(*folder_config(tmp_path, tree, data={"check": "off"}))
+    assert proc.returncode == 0, proc.stderr
