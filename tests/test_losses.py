@@ -36,7 +36,7 @@ CASES: dict[str, tuple[tuple[int, ...], tuple[int, ...], dict[str, Any], Callabl
     "ofd": (FEATS, FEATS, {}, lambda: {"margin": torch.tensor([-0.1, -0.5, -1.0, -2.0])}),
     "cwd": (LOGITS, LOGITS, {"tau": 4.0}, dict),
     "dist": (LOGITS, LOGITS, {}, dict),
-    "skd": ((2, 3, 8, 8), FEATS, {"pool_size": 4}, dict),
+    "skd": ((2, 3, 8, 8), FEATS, {"scale": 0.25}, dict),
 }
 NAMES = sorted(CASES)
 
@@ -332,19 +332,79 @@ def test_dist_perfect_and_negated_correlation() -> None:
 
 
 def test_skd_golden_similarity() -> None:
-    s = torch.zeros(1, 2, 2, 2)
+    s = torch.zeros(1, 2, 4, 4)
     s[:, 0] = 1.0  # all nodes (1, 0): S_s = ones
-    t = torch.zeros(1, 3, 2, 2)
-    t[0, 0, :, 0] = 2.0  # nodes alternate (2,0,0) / (0,0,5): S_t = 1 where same column
-    t[0, 2, :, 1] = 5.0
-    assert LOSSES.build("skd", pool_size=(2, 2))(s, t).item() == pytest.approx(8 / 16)
-    assert LOSSES.build("skd", pool_size=1)(s, t).item() == pytest.approx(0.0, abs=1e-6)
+    t = torch.zeros(1, 3, 4, 4)
+    t[0, 0, :, :2] = 2.0  # 2x2 nodes alternate (2,0,0) / (0,0,5): S_t = 1 where same column
+    t[0, 2, :, 2:] = 5.0
+    assert LOSSES.build("skd")(s, t).item() == pytest.approx(8 / 16)  # kernel int(0.5 * 4) = 2
+    assert LOSSES.build("skd", kernel=4)(s, t).item() == pytest.approx(0.0, abs=1e-6)  # one node
+    assert LOSSES.build("skd", variant="cirkd")(s, t).item() == pytest.approx(8 / 16)
 
 
-def test_skd_scale_pools_to_a_small_grid() -> None:
-    from segkd.distill.losses.skd import node_grid
-    assert node_grid((8, 8), None, 0.5) == (2, 2)
-    assert node_grid((65, 65), None, 0.5) == (3, 3)
-    assert node_grid((8, 8), (4, 4), 0.5) == (4, 4)
+def _skd_original(fs: torch.Tensor, ft: torch.Tensor, scale: float = 0.5) -> torch.Tensor:
+    """Transcription of the SKD authors' pair-wise term (structure_knowledge_distillation,
+    CriterionPairWiseforWholeFeatAfterPool + sim_dis_compute): max-pool with kernel = stride =
+    int(side * scale) of the teacher map, ceil mode; nodes / (||node||_2 + 1e-8) with the norm
+    detached; sum((S_t - S_s)^2) / (h*w)^2 / N."""
+    ph, pw = int(ft.shape[2] * scale), int(ft.shape[3] * scale)
+    pool = torch.nn.MaxPool2d((ph, pw), stride=(ph, pw), padding=0, ceil_mode=True)
+
+    def sim(f: torch.Tensor) -> torch.Tensor:
+        norm = ((f ** 2).sum(dim=1) ** 0.5).reshape(f.shape[0], 1, f.shape[2], f.shape[3]) + 1e-8
+        f = (f / norm.detach()).reshape(f.shape[0], f.shape[1], -1)
+        return torch.einsum("icm,icn->imn", f, f)
+
+    ps, pt = pool(fs), pool(ft)
+    return (((sim(pt) - sim(ps)) ** 2) / (pt.shape[-1] * pt.shape[-2]) ** 2 / pt.shape[0]).sum()
+
+
+def _skd_cirkd(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
+    """Transcription of CIRKD's CriterionStructuralKD: 2x2 max-pool (ceil mode), F.normalize
+    over channels, mean of the squared difference of the similarity maps."""
+    pool = torch.nn.MaxPool2d((2, 2), stride=(2, 2), padding=0, ceil_mode=True)
+
+    def sim(f: torch.Tensor) -> torch.Tensor:
+        f = torch.nn.functional.normalize(pool(f), p=2, dim=1).flatten(2)
+        return torch.bmm(f.transpose(1, 2), f)
+
+    return ((sim(fs) - sim(ft)) ** 2).mean()
+
+
+@pytest.mark.parametrize("size", [(8, 8), (9, 13), (33, 65)])
+def test_skd_matches_the_original_value_and_gradient(size) -> None:
+    g = torch.Generator().manual_seed(3)
+    s = torch.randn(2, 5, *size, generator=g, requires_grad=True)
+    t = torch.randn(2, 7, *size, generator=g)
+    ours = LOSSES.build("skd")(s, t)
+    (g_ours,) = torch.autograd.grad(ours, s)
+    s2 = s.detach().clone().requires_grad_(True)
+    ref = _skd_original(s2, t)
+    (g_ref,) = torch.autograd.grad(ref, s2)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert torch.allclose(g_ours, g_ref, rtol=1e-4, atol=1e-9)  # the norm is detached there too
+
+
+@pytest.mark.parametrize("size", [(8, 8), (9, 13)])
+def test_skd_cirkd_variant_matches_cirkd(size) -> None:
+    g = torch.Generator().manual_seed(4)
+    s = torch.randn(2, 5, *size, generator=g, requires_grad=True)
+    t = torch.randn(2, 7, *size, generator=g)
+    ours = LOSSES.build("skd", variant="cirkd")(s, t)
+    (g_ours,) = torch.autograd.grad(ours, s)
+    s2 = s.detach().clone().requires_grad_(True)
+    ref = _skd_cirkd(s2, t)
+    (g_ref,) = torch.autograd.grad(ref, s2)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert torch.allclose(g_ours, g_ref, rtol=1e-4, atol=1e-9)
+
+
+def test_skd_kernel_resize_and_errors() -> None:
+    from segkd.distill.losses.skd import pool_kernel
+    assert pool_kernel((8, 8), 0.5) == (4, 4) and pool_kernel((65, 33), 0.5) == (32, 16)
+    assert pool_kernel((1, 3), 0.5) == (1, 1)
     out = LOSSES.build("skd")(torch.randn(2, 3, 16, 16), torch.randn(2, 5, 8, 8))
-    assert torch.isfinite(out)
+    assert torch.isfinite(out)  # the student map is resized to the teacher's
+    for bad in ({"variant": "avg"}, {"scale": 0.0}, {"kernel": 0}):
+        with pytest.raises(ValueError, match="skd"):
+            LOSSES.build("skd", **bad)
