@@ -30,10 +30,9 @@ from torch import nn
 
 from .distill.distiller import _logits
 from .engine.build import build_from_spec, load_state, model_from_checkpoint
+from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .errors import SegkdError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 EXPORT_FORMAT = "segkd-export"
 Size = tuple[int, int]
 

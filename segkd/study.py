@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from rich.console import Console
 from rich.table import Table
 
-from .config import load_config
+from .config import _Strict, load_config
 from .errors import ConfigError, SegkdError
 from .registry import suggest
 from .runs import run_training
@@ -45,10 +45,6 @@ TEACHER_DIR = "teacher"
 
 
 # ------------------------------------------------------------------------------------ schema
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class TeacherSpec(_Strict):
     config: Optional[str] = None  # a config to train the teacher from (once)
     run_dir: Optional[str] = None  # where it is / will be trained (default <out_dir>/teacher)

@@ -77,3 +77,20 @@ def test_unknown_names_suggest():
 def test_pretrained_not_available_for_custom_depths():
     with pytest.raises(ValueError, match="no ImageNet weights"):
         create_model("unet", "kd_resnet20", 3, pretrained=True)
+
+
+def test_every_smp_decoder_is_offered_and_builds():
+    """The arch table is smp's own: a decoder smp adds (upernet, segformer, dpt) is not forgotten."""
+    import segmentation_models_pytorch as smp
+
+    from segkd.models import list_models, smp_archs
+
+    table = getattr(smp, "MODEL_ARCHITECTURES_MAPPING", None)
+    if table:
+        assert {k.lower() for k in table} == set(smp_archs())
+    for arch in ("upernet", "segformer"):
+        if arch in smp_archs():
+            assert arch in list_models()
+            m = create_model(arch, "resnet18", 4).eval()
+            with torch.no_grad():
+                assert m(torch.randn(1, 3, 64, 64)).shape == (1, 4, 64, 64)

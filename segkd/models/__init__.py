@@ -3,6 +3,6 @@ architectures (imported teachers) registered in ``MODELS``."""
 from __future__ import annotations
 
 from .encoders import KD_RESNET_LAYERS
-from .factory import ARCHS, create_model, list_encoders, list_models
+from .factory import create_model, list_encoders, list_models, smp_archs
 
-__all__ = ["ARCHS", "KD_RESNET_LAYERS", "create_model", "list_encoders", "list_models"]
+__all__ = ["smp_archs", "KD_RESNET_LAYERS", "create_model", "list_encoders", "list_models"]

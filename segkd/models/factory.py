@@ -10,18 +10,21 @@ from ..errors import ConfigError
 from ..registry import ENCODERS, MODELS, suggest
 from . import encoders as _encoders  # noqa: F401  (registers kd_resnet*)
 
-# smp architecture names segkd exposes (the smp class is looked up by name).
-ARCHS: dict[str, str] = {
-    "unet": "Unet",
-    "unetplusplus": "UnetPlusPlus",
-    "fpn": "FPN",
-    "pspnet": "PSPNet",
-    "deeplabv3": "DeepLabV3",
-    "deeplabv3plus": "DeepLabV3Plus",
-    "linknet": "Linknet",
-    "manet": "MAnet",
-    "pan": "PAN",
-}
+# smp's own table of decoders (name -> class), so every decoder the installed smp has is offered
+# (upernet, segformer, dpt in smp 0.5+); the small fallback is for smp versions without the table.
+_SMP_FALLBACK = {"unet": "Unet", "unetplusplus": "UnetPlusPlus", "fpn": "FPN", "pspnet": "PSPNet",
+                 "deeplabv3": "DeepLabV3", "deeplabv3plus": "DeepLabV3Plus", "linknet": "Linknet",
+                 "manet": "MAnet", "pan": "PAN"}
+
+
+def smp_archs() -> dict[str, type]:
+    """smp decoder classes by segkd arch name (smp's ``MODEL_ARCHITECTURES_MAPPING``)."""
+    import segmentation_models_pytorch as smp
+
+    table = getattr(smp, "MODEL_ARCHITECTURES_MAPPING", None)
+    if table:
+        return {name.lower(): cls for name, cls in table.items()}
+    return {name: getattr(smp, cls) for name, cls in _SMP_FALLBACK.items()}
 _OPTIONAL = ("segkd.models.teachers", "segkd.models.classifier", "segkd.models.deeplab_timm")  # modules registering extra MODELS, imported lazily
 
 
@@ -63,15 +66,16 @@ def create_model(arch: str, encoder: str | None = None, num_classes: int = 21,
         if pretrained:
             extra["pretrained"] = True
         return MODELS.build(arch, num_classes=num_classes, **extra, **kwargs)
-    if arch not in ARCHS:
-        known = sorted(ARCHS) + MODELS.names()
+    archs = smp_archs()
+    if arch not in archs:
+        known = sorted(archs) + MODELS.names()
         raise ConfigError(f"unknown model arch '{arch}'.{suggest(arch, known)} "
                           f"Known: {', '.join(known)}")
     if not encoder:
         raise ConfigError(f"model.encoder is required for arch '{arch}'")
     import segmentation_models_pytorch as smp
 
-    cls = getattr(smp, ARCHS[arch])
+    cls = archs[arch]
     if output_stride is not None:
         if arch not in ("deeplabv3", "deeplabv3plus"):
             raise ConfigError(f"output_stride applies to deeplabv3/deeplabv3plus, not '{arch}'")
@@ -85,7 +89,7 @@ def create_model(arch: str, encoder: str | None = None, num_classes: int = 21,
 
 def list_models() -> list[str]:
     _load_extra_models()
-    return sorted(ARCHS) + MODELS.names()
+    return sorted(smp_archs()) + MODELS.names()
 
 
 def list_encoders(pattern: str = "*") -> list[str]:

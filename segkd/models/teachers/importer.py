@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ...constants import IMAGENET_MEAN, IMAGENET_STD
 from ...errors import CheckpointError
 from ...registry import MODELS
 from . import deeplab_resnet as _deeplab  # noqa: F401  (registers MODELS)
@@ -32,8 +33,6 @@ VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "
 CITYSCAPES_CLASSES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
                       "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
                       "truck", "bus", "train", "motorcycle", "bicycle"]
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 SEGKD_FORMAT, SEGKD_VERSION = "segkd-checkpoint", 1
 
 
