@@ -181,6 +181,22 @@ class SeededDataset(torch.utils.data.Dataset):
         return self.ds[i]
 
 
+class ShardSampler(torch.utils.data.Sampler):
+    """Evaluation on ``world`` processes: rank ``r`` reads items r, r + world, r + 2 world, ...
+    so every item is read exactly once over the ranks. (DistributedSampler pads an uneven split
+    by repeating items, which the summed confusion matrix would count twice: CamVid's 101 val
+    images became 102 samples on 2 ranks.) Ranks may get one item fewer than others."""
+
+    def __init__(self, n: int, world: int, rank: int) -> None:
+        self.items = range(rank, n, world)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
 MAX_AUTO_WORKERS = 8
 
 
@@ -213,9 +229,11 @@ def make_loader(ds, batch_size: int, train: bool, num_workers: int, seed: int,
                 world_size: int = 1, rank: int = 0, pin_memory: bool = False) -> DataLoader:
     """A loader whose order and augmentation depend only on (seed, epoch): call
     ``loader.sampler.set_epoch(epoch)`` before each epoch."""
-    if world_size > 1:
-        base = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=train,
-                                  seed=seed, drop_last=train)
+    if world_size > 1 and train:
+        base = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=True,
+                                  seed=seed, drop_last=True)
+    elif world_size > 1:  # evaluation: every item exactly once, no padding
+        base = ShardSampler(len(ds), world_size, rank)
     else:
         base = RandomSampler(ds, generator=torch.Generator().manual_seed(seed)) if train \
             else SequentialSampler(ds)
