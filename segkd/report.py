@@ -3,7 +3,12 @@
 A run is a directory holding ``summary.json`` (written by the engine at the end of a run), with
 ``config.yaml`` and, for runs made by ``segkd study``, ``study.json`` ({method, encoder, fraction,
 seed}) beside it. Runs are grouped by (model, method, fraction); each group becomes one row with
-Train / Val / Test mean ± std over its seeds, as in kdsemseg's tables.
+Train / Val / Test mean ± std over its seeds, as in kdsemseg's tables. The method is the study's
+label, else what the resolved config trains (its stages' losses, e.g. ``ce+kd``), never the run's
+name alone (a name such as ``camvid-r18-kd`` stays after ``--set model.encoder=...``). Runs of one
+method whose configs differ in anything but the seed and the keys a resume may change are shown
+as separate rows labelled with the differing keys; the same seed run twice with the same config
+counts once (the newest), and the report names the ignored run.
 
 Two IoUs exist: the standard dataset-level mIoU (one confusion matrix per split, the default) and
 kdsemseg's per-image IoU (``per_image=True``), which is only comparable to that seed's numbers.
@@ -14,6 +19,7 @@ import csv
 import json
 import math
 import re
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -23,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import SegkdError
+from .runs import RESUME_MAY_CHANGE, flatten
 
 SPLITS = ("train", "val", "test")
 DASH = "—"
@@ -121,14 +128,34 @@ def model_label(summary: dict) -> str:
     return f"{arch}-{enc}" if enc else str(arch)
 
 
+def recipe_label(config: dict) -> Optional[str]:
+    """The method as the resolved config trains it: each stage's losses joined by '+', stages by
+    ' > ' (n equal stages in a row: 'mse×n'), '+replace' for a stage that replaces convolutions;
+    e.g. 'ce+kd', 'mse×10 > ce'. None without stages."""
+    labels = []
+    for st in config.get("stages") or []:
+        losses = list(dict.fromkeys(str(t.get("loss")) for t in st.get("terms") or []))
+        labels.append("+".join(losses or ["?"]) + ("+replace" if st.get("replace") else ""))
+    runs: list[list] = []
+    for lab in labels:
+        if runs and runs[-1][0] == lab:
+            runs[-1][1] += 1
+        else:
+            runs.append([lab, 1])
+    return " > ".join(lab if n == 1 else f"{lab}×{n}" for lab, n in runs) or None
+
+
 def method_label(run: dict) -> str:
-    """study.json's method, else a top-level ``method`` in summary, else the name minus ``-s<seed>``."""
+    """study.json's method, else a top-level ``method`` in summary, else the recipe of the
+    resolved config (config.yaml: what was trained, whatever the run was named), else the name
+    minus ``-s<seed>``."""
     if run.get("study") and run["study"].get("method"):
         return str(run["study"]["method"])
     summary = run["summary"]
     if summary.get("method"):
         return str(summary["method"])
-    return _SEED_SUFFIX.sub("", str(summary.get("name", "run"))) or "run"
+    recipe = recipe_label(run["config"]) if run.get("config") else None
+    return recipe or _SEED_SUFFIX.sub("", str(summary.get("name", "run"))) or "run"
 
 
 def group_key(run: dict) -> tuple[str, str, float]:
@@ -138,19 +165,73 @@ def group_key(run: dict) -> tuple[str, str, float]:
     return model_label(s), method_label(run), float(frac)
 
 
-def _newest_per_seed(runs: list[dict]) -> list[dict]:
-    """One run per seed (the most recently finished) so a re-run never counts twice."""
-    by_seed: dict[Any, dict] = {}
+# Config keys that do not make two runs different experiments: the seed (the table's spread),
+# where the run went and what the resume check allows to change (device, workers, threads, ...).
+NOT_A_VARIANT = ("seed", *RESUME_MAY_CHANGE)
+
+
+def _recipe(run: dict) -> Optional[dict[str, Any]]:
+    """The run's resolved config as flat keys (NOT_A_VARIANT dropped, the name without its seed
+    suffix); None without config.yaml."""
+    if not run.get("config"):
+        return None
+    flat = {k: v for k, v in flatten(run["config"]).items()
+            if not any(fnmatchcase(k, g) for g in NOT_A_VARIANT)}
+    if "name" in flat:
+        flat["name"] = _SEED_SUFFIX.sub("", str(flat["name"]))
+    return flat
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _variants(method: str, runs: list[dict]) -> dict[str, list[dict]]:
+    """Split runs grouped under one method whose configs differ: each variant's label names the
+    keys that differ, e.g. 'ce+kd (stages.0.optimizer.lr=0.01)' (at most 3 keys shown)."""
+    recipes = [_recipe(r) for r in runs]
+    known = [r for r in recipes if r is not None]
+    if len({json.dumps(r, sort_keys=True) for r in known}) <= 1 and (len(known) in (0, len(runs))):
+        return {method: runs}
+    keys = sorted({k for r in known for k in r if len({json.dumps(x.get(k)) for x in known}) > 1})
+    out: dict[str, list[dict]] = {}
+    for run, rec in zip(runs, recipes):
+        if rec is None:
+            label = f"{method} (no config.yaml)"
+        else:
+            parts = [f"{k}={_short(rec.get(k))}" for k in keys]
+            label = f"{method} ({', '.join(parts[:3])}{', …' if len(parts) > 3 else ''})"
+        out.setdefault(label, []).append(run)
+    return out
+
+
+def _newest_per_seed(runs: list[dict], notes: Optional[list[str]] = None, what: str = "") -> list[dict]:
+    """One run per seed (the most recently finished) so a re-run never counts twice; each
+    ignored re-run is named in ``notes``."""
+    by_seed: dict[Any, list[dict]] = {}
     for r in sorted(runs, key=lambda r: str(r["summary"].get("finished", ""))):
-        by_seed[r["summary"].get("seed", r["dir"])] = r
-    return list(by_seed.values())
+        by_seed.setdefault(r["summary"].get("seed", r["dir"]), []).append(r)
+    if notes is not None:
+        for seed, same in by_seed.items():
+            if len(same) > 1:
+                notes.append(f"{what} seed {seed}: {len(same)} runs with the same config; "
+                             f"kept the newest ({same[-1]['dir']}), ignored "
+                             f"{', '.join(r['dir'] for r in same[:-1])}")
+    return [same[-1] for same in by_seed.values()]
 
 
-def group_runs(runs: list[dict]) -> dict[tuple[str, str, float], list[dict]]:
-    groups: dict[tuple[str, str, float], list[dict]] = {}
+def group_runs(runs: list[dict], notes: Optional[list[str]] = None) -> dict[tuple[str, str, float], list[dict]]:
+    """Runs by (model, method, fraction); runs of one method whose configs differ are separate
+    groups (see ``_variants``); a seed run twice with the same config counts once (``notes``)."""
+    base: dict[tuple[str, str, float], list[dict]] = {}
     for r in runs:
-        groups.setdefault(group_key(r), []).append(r)
-    return {k: _newest_per_seed(v) for k, v in groups.items()}
+        base.setdefault(group_key(r), []).append(r)
+    groups: dict[tuple[str, str, float], list[dict]] = {}
+    for (model, method, frac), members in base.items():
+        for label, variant in _variants(method, members).items():
+            groups[(model, label, frac)] = _newest_per_seed(variant, notes, f"{model} {label} f{frac:g}")
+    return groups
 
 
 # ------------------------------------------------------------------------------- aggregation
@@ -169,7 +250,7 @@ def _mean_std(values: list[float], ddof: int) -> Optional[tuple[float, float]]:
 
 
 def aggregate(runs: list[dict], metric: str = "mIoU", per_image: bool = False,
-              ddof: int = 0) -> list[dict]:
+              ddof: int = 0, notes: Optional[list[str]] = None) -> list[dict]:
     """One row per (model, method, fraction) with each split's mean ± std over seeds.
 
     ``per_image=True`` reads ``per_image_iou`` (kdsemseg's IoU) instead of ``metric``. A split is
@@ -177,7 +258,7 @@ def aggregate(runs: list[dict], metric: str = "mIoU", per_image: bool = False,
     """
     metric = "per_image_iou" if per_image else metric
     rows = []
-    for (model, method, frac), group in group_runs(runs).items():
+    for (model, method, frac), group in group_runs(runs, notes).items():
         row: dict[str, Any] = {
             "model": model, "method": method, "fraction": frac, "n": len(group),
             "seeds": sorted(r["summary"].get("seed") for r in group),
@@ -344,7 +425,11 @@ def report(paths: Iterable[str | Path], out_dir: str | Path, per_image: bool = F
            console: Optional[Console] = None) -> dict:
     """Load runs, write results.md / results.csv / per_class.md (and size_vs_miou.png)."""
     runs = load_runs(paths)
-    rows = aggregate(runs, metric=metric, per_image=per_image, ddof=1 if sample_std else 0)
+    notes: list[str] = []
+    rows = aggregate(runs, metric=metric, per_image=per_image, ddof=1 if sample_std else 0,
+                     notes=notes)
+    for note in notes:
+        (console or Console()).print(f"[yellow]note:[/yellow] {note}", highlight=False)
     written = write_tables(rows, out_dir, console)
     pc = Path(out_dir) / "per_class.md"
     pc.write_text(per_class_table(runs))

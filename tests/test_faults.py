@@ -89,6 +89,7 @@ def test_corrupted_byte_in_last_pt_refuses_resume(tmp_path, reference):
     cfg, ref = reference
     run = tmp_path / "run"
     shutil.copytree(ref, run)
+    (run / "summary.json").unlink()  # a stopped run (a finished one is not resumed)
     data = bytearray((run / "last.pt").read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte inside the tensor data
     (run / "last.pt").write_bytes(bytes(data))

@@ -156,3 +156,51 @@ def test_single_run_tables_render():
     text = console.export_text()
     assert "0.5000" in text and "0.4500" in text and "5.00M params" in text
     assert "sky" in text and "—" in text  # class 'car' is absent
+
+
+# ------------------------------------------------------------- methods from the resolved config
+def _cfg(name, seed, encoder="kd_resnet10", lr=0.001, losses=("ce", "kd"), threads=1):
+    import yaml
+
+    return yaml.safe_dump({"name": name, "seed": seed, "model": {"arch": "unet", "encoder": encoder},
+                           "trainer": {"threads": threads},
+                           "stages": [{"terms": [{"loss": x} for x in losses],
+                                       "optimizer": {"lr": lr}}]})
+
+
+def test_method_is_named_from_the_resolved_config_not_the_run_name(tmp_path):
+    """`--set model.encoder=kd_resnet10` on a config named camvid-r18-kd: the method column says
+    what was trained (ce+kd), the model column the encoder."""
+    for seed in (0, 1):
+        _write(tmp_path, f"a{seed}", _summary("camvid-r18-kd", seed, 0.4),
+               config=_cfg("camvid-r18-kd", seed, threads=seed + 1))  # threads: not a difference
+    (row,) = aggregate(load_runs([tmp_path]))
+    assert (row["model"], row["method"], row["n"]) == ("unet-kd_resnet10", "ce+kd", 2)
+
+
+def test_recipe_label_of_multi_stage_configs():
+    from segkd.report import recipe_label
+
+    stages = [{"terms": [{"loss": "mse"}]}] * 10 + [{"terms": [{"loss": "ce"}]}]
+    assert recipe_label({"stages": stages}) == "mse×10 > ce"
+    assert recipe_label({"stages": [{"terms": [{"loss": "hint"}], "replace": [{}]}]}) == "hint+replace"
+
+
+def test_runs_sharing_name_and_seed_with_different_configs_are_separate_rows(tmp_path):
+    _write(tmp_path, "a", _summary("kd", 0, 0.4), config=_cfg("kd", 0, lr=0.001))
+    _write(tmp_path, "b", _summary("kd", 0, 0.6), config=_cfg("kd", 0, lr=0.01))
+    rows = aggregate(load_runs([tmp_path]))
+    assert sorted((r["method"], r["n"], round(r["val"][0], 3)) for r in rows) == [
+        ("ce+kd (stages.0.optimizer.lr=0.001)", 1, 0.4), ("ce+kd (stages.0.optimizer.lr=0.01)", 1, 0.6)]
+
+
+def test_same_seed_twice_with_the_same_config_is_named_in_the_report(tmp_path):
+    old = _summary("kd", 0, 0.1)
+    old["finished"] = "2024-01-01 00:00:00"
+    a = _write(tmp_path, "old", old, config=_cfg("kd", 0))
+    _write(tmp_path, "new", _summary("kd", 0, 0.5), config=_cfg("kd", 0))
+    console = Console(file=open(tmp_path / "out.txt", "w"), width=400)
+    report([tmp_path], tmp_path / "report", console=console)
+    console.file.close()
+    text = (tmp_path / "out.txt").read_text()
+    assert "seed 0: 2 runs with the same config; kept the newest" in text and f"ignored {a}" in text
