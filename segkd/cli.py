@@ -132,11 +132,13 @@ def info(target: Optional[str] = typer.Argument(None, help="config.yaml, checkpo
 @app.command("list")
 def list_(what: str = typer.Argument(..., help="models | encoders | datasets | losses | connectors"),
           pattern: str = typer.Option("*", "--pattern")) -> None:
-    """List registered names (like timm.list_models)."""
-    from .describe import list_names
+    """List registered names (like timm.list_models); losses and connectors with a summary."""
+    from .describe import list_names, name_summary
 
     for name in list_names(what, pattern):
-        out.print(name)
+        summary = name_summary(what, name)
+        out.print(f"{name:<16} {summary}" if summary else name, markup=False, highlight=False,
+                  soft_wrap=True)
 
 
 @app.command()

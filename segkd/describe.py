@@ -25,6 +25,14 @@ def list_names(what: str, pattern: str = "*") -> list[str]:
     return [n for n in kinds[what]() if fnmatchcase(n, pattern)]
 
 
+def name_summary(what: str, name: str) -> str:
+    """The first docstring line of a registered loss or connector (its options and which is
+    the default, e.g. kd's ``ignore_pixels``); '' for other kinds."""
+    registry = {"losses": LOSSES, "connectors": CONNECTORS}.get(what)
+    doc = (registry.get(name).__doc__ or "") if registry is not None else ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
 def load_any_model(target: str, classes: int = 21) -> tuple[torch.nn.Module, str]:
     """A model from a checkpoint (.pt), a config (.yaml) or ``arch:encoder``."""
     from .engine.build import build_from_spec, model_from_checkpoint, model_spec

@@ -49,6 +49,8 @@ def test_list_names(segkd):
     proc = segkd("list", "losses")
     for name in ("ce", "kd", "at", "ofd", "cwd", "dist", "skd", "hint"):
         assert name in proc.stdout.split()
+    kd_line = next(line for line in proc.stdout.splitlines() if line.split()[0] == "kd")
+    assert "ignore_pixels: exclude (default) | include" in kd_line  # which KD is the default
     assert "kd_resnet26" in segkd("list", "encoders", "--pattern", "kd_*").stdout
     assert "camvid" in segkd("list", "datasets").stdout
 

@@ -199,6 +199,44 @@ def test_kd_excludes_ignored_pixels_and_resizes_target() -> None:
     assert kd(s, t, target=big).item() == pytest.approx(kl, rel=1e-6)
 
 
+def _kd_cirkd(pred: torch.Tensor, soft: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Transcription of CIRKD's CriterionKD (losses/kd.py): logits flattened to [N*H*W, C],
+    kl_div(log_softmax(s/T), softmax(t/T), 'batchmean') * T^2 -- every pixel counts."""
+    c = soft.shape[1]
+    p_s = F.log_softmax(pred.permute(0, 2, 3, 1).reshape(-1, c) / temperature, dim=1)
+    p_t = F.softmax(soft.permute(0, 2, 3, 1).reshape(-1, c) / temperature, dim=1)
+    return F.kl_div(p_s, p_t, reduction="batchmean") * temperature ** 2
+
+
+def _kd_valid_pixels(pred, soft, target, temperature: float, ignore: int) -> torch.Tensor:
+    """The same per-pixel KL, averaged over the pixels whose label is not ``ignore`` only."""
+    keep = (target != ignore).reshape(-1)
+    c = soft.shape[1]
+    p_s = F.log_softmax(pred.permute(0, 2, 3, 1).reshape(-1, c)[keep] / temperature, dim=1)
+    p_t = F.softmax(soft.permute(0, 2, 3, 1).reshape(-1, c)[keep] / temperature, dim=1)
+    return F.kl_div(p_s, p_t, reduction="batchmean") * temperature ** 2
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_kd_ignore_pixels_exclude_and_include(temperature: float) -> None:
+    g = torch.Generator().manual_seed(5)
+    s, t = torch.randn(2, 6, 5, 7, generator=g), torch.randn(2, 6, 5, 7, generator=g)
+    target = torch.randint(0, 6, (2, 5, 7), generator=g)
+    target[0, :2] = 255  # 14 of 70 pixels unlabelled
+    target[1, :, -1] = 255
+    exclude = LOSSES.build("kd", temperature=temperature)(s, t, target=target)
+    include = LOSSES.build("kd", temperature=temperature, ignore_pixels="include")(s, t, target=target)
+    ref_ex = _kd_valid_pixels(s, t, target, temperature, 255).item()
+    ref_in = _kd_cirkd(s, t, temperature).item()
+    assert exclude.item() == pytest.approx(ref_ex, rel=1e-5)  # the default
+    assert include.item() == pytest.approx(ref_in, rel=1e-5)
+    assert abs(ref_ex - ref_in) > 1e-3 * ref_in  # the two really differ on this input
+    explicit = LOSSES.build("kd", temperature=temperature, ignore_pixels="exclude")
+    assert explicit(s, t, target=target).item() == pytest.approx(ref_ex, rel=1e-5)
+    with pytest.raises(ValueError, match="ignore_pixels"):
+        LOSSES.build("kd", ignore_pixels="all")
+
+
 def test_kd_upsamples_smaller_logits() -> None:
     t = torch.randn(1, 3, 2, 2)
     s = F.interpolate(t, size=(4, 4), mode="bilinear", align_corners=False)

@@ -1,15 +1,15 @@
 """Pixel-wise knowledge distillation on logits (Hinton et al. 2015, applied per pixel)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segkd.registry import LOSSES
 
-from ._common import check_pair, fp32_forward, masked_mean, match_larger, require_teacher
-from ._common import valid_mask
+from ._common import LossInputError, check_pair, fp32_forward, masked_mean, match_larger
+from ._common import require_teacher, valid_mask
 
 
 def pixel_kl(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
@@ -43,21 +43,37 @@ def pixel_kd(
     return temperature**2 * masked_mean(pixel_kl(student, teacher, temperature), mask)
 
 
+IGNORED_PIXELS = ("exclude", "include")
+
+
 @LOSSES.register("kd")
 class PixelKD(nn.Module):
-    """Pixel KD; pixels labelled ``ignore_index`` in ``extra['target']`` are left out.
+    """Pixel KD, T^2 KL(p_t || p_s) per pixel; ignore_pixels: exclude (default) | include.
+
+    ``exclude`` (default): pixels labelled ``ignore_index`` in ``extra['target']`` are left out
+    of the mean (they carry no label, and a teacher's answer there is unchecked).
+    ``include``: the mean over every pixel, as the original codes do (CIRKD's CriterionKD,
+    ``kl_div(..., 'batchmean')`` over all N*H*W pixels; the SKD authors' pixel term sums over
+    every pixel too), whatever the pixel's label.
     Logits of different sizes: the smaller is upsampled (bilinear) to the larger."""
 
-    def __init__(self, temperature: float = 1.0, ignore_index: int = 255) -> None:
+    def __init__(self, temperature: float = 1.0, ignore_index: int = 255,
+                 ignore_pixels: Literal["exclude", "include"] = "exclude") -> None:
         super().__init__()
+        if ignore_pixels not in IGNORED_PIXELS:
+            raise LossInputError(f"loss 'kd': ignore_pixels must be one of {IGNORED_PIXELS}, "
+                                 f"got '{ignore_pixels}'")
         self.temperature = temperature
         self.ignore_index = ignore_index
+        self.ignore_pixels = ignore_pixels
 
     @fp32_forward
     def forward(self, student: Tensor, teacher: Tensor | None = None, **extra: Any) -> Tensor:
         teacher = require_teacher("kd", teacher)
         check_pair("kd", student, teacher)
         student, teacher = match_larger(student, teacher)
-        ignore = int(extra.get("ignore_index", self.ignore_index))
-        mask = valid_mask(extra.get("target"), ignore, student.shape[-2:], student.shape[0])
+        mask = None
+        if self.ignore_pixels == "exclude":
+            ignore = int(extra.get("ignore_index", self.ignore_index))
+            mask = valid_mask(extra.get("target"), ignore, student.shape[-2:], student.shape[0])
         return pixel_kd(student, teacher, self.temperature, mask)

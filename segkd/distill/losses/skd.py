@@ -74,9 +74,10 @@ def pairwise_similarity_kd(student: Tensor, teacher: Tensor, kernel: tuple[int, 
 
 @LOSSES.register("skd")
 class PairwiseSimilarity(nn.Module):
-    """SKD pair-wise term. ``variant``: ``skd`` (default: the SKD authors' max-pool of
-    ``int(scale * side)`` cells, detached normalisation) or ``cirkd`` (2x2 max-pool,
-    ``F.normalize``). ``kernel`` (int or (h, w)) fixes the node size in either variant.
+    """SKD pair-wise term; variant: skd (default, the authors' code) | cirkd (CIRKD's).
+
+    ``skd``: max-pool cells of ``int(scale * side)``, detached normalisation; ``cirkd``: 2x2
+    max-pool, ``F.normalize``. ``kernel`` (int or (h, w)) fixes the node size in either variant.
     A student map of another size is resized (bilinear) to the teacher's first."""
 
     def __init__(self, variant: Literal["skd", "cirkd"] = "skd", scale: float = 0.5,
