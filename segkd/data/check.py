@@ -93,7 +93,13 @@ def _examine(ds: SegmentationDataset, i: int, facts: SplitFacts) -> None:
     if raw is None:
         return
     if raw.dim() == 2:
-        values, counts = np.unique(raw.numpy(), return_counts=True)
+        arr = raw.numpy()
+        if arr.dtype == np.uint8:  # one histogram pass (np.unique sorts every pixel)
+            hist = np.bincount(arr.ravel(), minlength=256)
+            values = np.flatnonzero(hist)
+            counts = hist[values]
+        else:
+            values, counts = np.unique(arr, return_counts=True)
         facts.raw.update(dict(zip(values.tolist(), counts.tolist())))
         for v in values.tolist():
             facts.example.setdefault(f"value {v}", mask_path)
