@@ -26,7 +26,7 @@ class DataCfg(_Strict):
     root: Optional[str] = None
     train_split: str = "train"
     val_split: Optional[str] = "val"
-    test_split: Optional[str] = None
+    test_split: Optional[str] = None  # "auto": the split "test" when the dataset has one
     fraction: float = Field(1.0, gt=0.0, le=1.0)
     fraction_seed: int = 1
     size: Optional[tuple[int, int]] = None  # (H, W) resize for training and evaluation input
@@ -79,6 +79,11 @@ class TeacherCfg(_Strict):
     # auto: the run's precision (under mixed precision the frozen teacher's conv/linear weights
     # are stored in bf16/fp16, the type autocast computes them in); 32: the teacher in float32
     precision: Literal["auto", "32", "bf16", "16"] = "auto"
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_number(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v  # 32 -> "32"
 
 
 class TermCfg(_Strict):
@@ -180,6 +185,12 @@ class TrainerCfg(_Strict):
     progress: bool = True
     deterministic: bool = False
     threads: Optional[int] = None  # torch.set_num_threads
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_number(cls, v: Any) -> Any:
+        """``precision: 32`` (a YAML int, as Lightning accepts it) means "32"."""
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 
 class SlidingCfg(_Strict):

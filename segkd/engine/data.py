@@ -103,6 +103,27 @@ def _dataset(cfg: DataCfg, split: str, train: bool, name: str | None = None,
     return ds
 
 
+def auto_test_split(cfg: DataCfg) -> Optional[str]:
+    """``data.test_split: auto``: "test" when the dataset has a split of that name with files
+    (CamVid's full SegNet layout has test/ + testannot/; the 2-split copies do not), else None."""
+    from ..data.pairing import SCANNERS
+    from ..errors import DataError
+
+    scanner = SCANNERS.get(cfg.name)
+    if scanner is not None:
+        root = Path(cfg.root or "").expanduser()
+        try:
+            pairs = scanner(root, cfg.options).get("test") if root.is_dir() else None
+        except DataError:
+            pairs = None
+        return "test" if pairs and pairs[0] else None
+    try:
+        build_dataset(cfg.name, root=cfg.root, split="test", **cfg.options)
+    except DataError:
+        return None
+    return "test"
+
+
 def check_data(cfg: DataCfg, splits: list[tuple[Optional[str], Any]], relax: str = "data.check=warn") -> None:
     """The pre-flight data check (``data.check``) on a sample of each split (a split named
     twice, e.g. val used as test, is checked once)."""
@@ -126,8 +147,9 @@ def build_data(cfg: DataCfg, run_dir: Path | None = None, need_images: bool = Fa
         idx = select_fraction(len(train), cfg.fraction, cfg.fraction_seed)
         train = train.subset(idx)
     val = _dataset(cfg, cfg.val_split, False) if cfg.val_split else None
-    test = _dataset(cfg, cfg.test_split, False) if cfg.test_split else None
-    check_data(cfg, [(cfg.train_split, train), (cfg.val_split, val), (cfg.test_split, test)])
+    test_split = auto_test_split(cfg) if cfg.test_split == "auto" else cfg.test_split
+    test = _dataset(cfg, test_split, False) if test_split else None
+    check_data(cfg, [(cfg.train_split, train), (cfg.val_split, val), (test_split, test)])
     if run_dir is not None:
         write_file_list(train, range(len(train)), Path(run_dir) / "train_files.txt")
     images = None
