@@ -19,6 +19,7 @@ Nothing here unpickles anything but tensors (``load_checkpoint`` uses ``weights_
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -285,7 +286,16 @@ def export_safetensors(checkpoint_path: str | Path, out_path: str | Path) -> dic
     info = {"file": out.name, "aliases": aliases, "tensors": len(tensors)}
     doc = _write_sidecar(out, base, "safetensors", info)
     save_file(tensors, str(out), metadata={"segkd": json.dumps(doc)})
+    _default_mode(out)
     return {**info, "path": str(out), "sidecar": str(sidecar_path(out))}
+
+
+def _default_mode(path: Path) -> None:
+    """Give ``path`` the mode a plain ``open()`` would (0666 less the umask, 0644 as a rule):
+    safetensors writes its file 0600, unlike the .onnx, .json and .pt files beside it."""
+    umask = os.umask(0o022)  # reading the umask means setting it; restored on the next line
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def load_safetensors_model(path: str | Path) -> tuple[nn.Module, dict]:

@@ -54,7 +54,7 @@ def predict_paths(checkpoint: str, inputs: str, out_dir: str, size: Optional[tup
     size = size or (tuple(meta["size"]) if meta.get("size") else None)
     mean = torch.tensor(meta.get("mean", IMAGENET_MEAN)).view(1, 3, 1, 1)
     std = torch.tensor(meta.get("std", IMAGENET_STD)).view(1, 3, 1, 1)
-    palette = submission.default_palette(int(meta.get("num_classes", 21)))
+    palette = submission.class_palette(meta.get("classes") or int(meta.get("num_classes", 21)))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = _inputs(Path(inputs))

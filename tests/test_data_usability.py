@@ -60,3 +60,60 @@ def test_camvid_recipes_ask_for_the_test_split():
     base = Path(__file__).resolve().parents[1] / "configs" / "camvid" / "_base.yaml"
     cfg = load_config(base)
     assert cfg.data.test_split == "auto" and "test" in cfg.eval.splits
+
+
+# ----------------------------------------------------------------------------- outputs
+@pytest.mark.parametrize("classes", [2, ["background", "membrane"], 21, 300])
+def test_every_class_has_a_visible_colour(classes):
+    from segkd.data.submission import class_palette, overlay
+
+    pal = class_palette(classes)
+    n = classes if isinstance(classes, int) else len(classes)
+    assert pal.shape == (n, 3) and pal.dtype == np.uint8
+    assert (pal.astype(int).sum(1) > 0).all()  # no black class
+    assert len({tuple(c) for c in pal}) == n  # distinct
+    dark = np.full((1, n, 3), (10, 20, 30), np.uint8)  # a dark picture (not a class colour)
+    blended = overlay(dark, np.arange(n)[None], pal)
+    assert (blended != dark).any(-1).all()  # every class changes the picture
+
+
+def test_known_datasets_keep_their_colours():
+    from segkd.data.camvid import CAMVID_CLASSES
+    from segkd.data.cityscapes import CITYSCAPES_CLASSES
+    from segkd.data.submission import CAMVID_PALETTE, CITYSCAPES_PALETTE, class_palette
+
+    assert class_palette(CITYSCAPES_CLASSES).tolist() == [list(c) for c in CITYSCAPES_PALETTE]
+    assert class_palette(CAMVID_CLASSES).tolist() == [list(c) for c in CAMVID_PALETTE]
+
+
+def test_predict_colour_masks_show_class_zero(segkd, tmp_path, teacher_ckpt):
+    from PIL import Image
+
+    from segkd.data.submission import class_palette
+
+    img = png(tmp_path / "in" / "a.png", np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3),
+                                                                            np.uint8))
+    proc = segkd("predict", str(teacher_ckpt), str(img), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    mask = np.asarray(Image.open(tmp_path / "out" / "a_mask.png").convert("RGB"))
+    assert (mask.reshape(-1, 3).sum(1) > 0).all()  # no black pixel: class 0 has a colour too
+    colours = {tuple(c) for c in mask.reshape(-1, 3)}
+    assert colours <= {tuple(c) for c in class_palette(4)}
+
+
+def test_export_and_checkpoint_files_share_the_onnx_mode(tmp_path, teacher_ckpt):
+    """safetensors writes 0600; every file segkd writes gets the umask's mode (0644 here)."""
+    pytest.importorskip("onnx")
+    from segkd.engine.checkpoint import load_checkpoint, save_checkpoint
+    from segkd.export import export_onnx, export_safetensors
+
+    old = os.umask(0o022)
+    try:
+        export_onnx(teacher_ckpt, tmp_path / "m.onnx")
+        export_safetensors(teacher_ckpt, tmp_path / "m.safetensors")
+        save_checkpoint(load_checkpoint(teacher_ckpt), tmp_path / "best.pt")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes["m.onnx"] == 0o644
+    assert modes["m.safetensors"] == modes["best.pt"] == modes["m.json"] == 0o644

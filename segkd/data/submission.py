@@ -61,6 +61,24 @@ def default_palette(num_classes: int = 256) -> np.ndarray:
     return cmap
 
 
+def class_palette(classes: Sequence[str] | int) -> np.ndarray:
+    """A colour for every class, none black, as uint8 ``[C, 3]`` (colour masks and overlays).
+
+    Cityscapes and CamVid class lists get their datasets' own colours; any other list (or a
+    class count) gets the VOC colour map without its black entry 0 (class i -> VOC colour i+1),
+    so class 0 (background, or the first of a 2-class membrane / cell set) stays visible.
+    """
+    from segkd.data.camvid import CAMVID_CLASSES
+    from segkd.data.cityscapes import CITYSCAPES_CLASSES
+
+    names = [str(c).lower() for c in classes] if not isinstance(classes, int) else None
+    for known, palette in ((CITYSCAPES_CLASSES, CITYSCAPES_PALETTE), (CAMVID_CLASSES, CAMVID_PALETTE)):
+        if names == [c.lower() for c in known]:
+            return np.asarray(palette, dtype=np.uint8)
+    n = classes if isinstance(classes, int) else len(classes)
+    return default_palette(n + 1)[1:]
+
+
 def _as_ids(ids: np.ndarray) -> np.ndarray:
     """A 2-D integer id map as an int64 numpy array (accepts torch tensors too)."""
     arr = np.asarray(ids.cpu() if hasattr(ids, "cpu") else ids)
