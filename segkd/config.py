@@ -12,6 +12,7 @@ from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import model_validator
 
 from .errors import ConfigError
 from .registry import suggest
@@ -159,13 +160,24 @@ class StageCfg(_Strict):
     data: Literal["labeled", "images"] = "labeled"  # images: labels never reach the loss
     trainable: list[str] = ["*"]  # globs over student module paths
     frozen: list[str] = []  # globs removed from trainable
-    connector_warmup_epochs: int = 0  # epochs training only connectors (OFD)
     terms: list[TermCfg] = [TermCfg(loss="ce", teacher=None)]
     optimizer: OptimCfg = OptimCfg()
     schedule: SchedCfg = SchedCfg()
     replace: list[ReplaceCfg] = []
     select: SelectCfg = SelectCfg()
     val_every: int = Field(1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, v: Any) -> Any:
+        """``connector_warmup_epochs`` was never read (an OFD connector epoch is a stage of its
+        own); configs and checkpoints saved before its removal hold it at 0, which still loads."""
+        if isinstance(v, dict) and "connector_warmup_epochs" in v:
+            v = dict(v)
+            if v.pop("connector_warmup_epochs"):
+                raise ValueError("connector_warmup_epochs was removed (nothing read it): "
+                                 "train the connectors alone in a stage of their own")
+        return v
 
 
 class TrainerCfg(_Strict):
@@ -183,6 +195,8 @@ class TrainerCfg(_Strict):
     sync_bn: bool = True  # SyncBatchNorm when running on several processes
     log_every: int = Field(20, ge=1)
     progress: bool = True
+    # deterministic kernels (torch.use_deterministic_algorithms, warn-only; cuDNN flags): see
+    # engine.fabric.apply_determinism
     deterministic: bool = False
     threads: Optional[int] = None  # torch.set_num_threads
 

@@ -61,7 +61,7 @@ def _check(cfg, where: str) -> None:
         got, want = segkd_schedule(stage, ITERS), seed_schedule(stage.epochs, ITERS)
         assert len(got) == len(want)
         for step, (g, w) in enumerate(zip(got, want)):
-            assert g == pytest.approx(w, rel=1e-12, abs=0), f"{where} stage {stage.name} step {step}"
+            assert g == pytest.approx(w, rel=1e-12, abs=0), f"{where} {stage.name} step {step}"
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
@@ -105,7 +105,8 @@ def test_camvid_cpu_recipes_keep_their_own_schedule(name: str) -> None:
     """The camvid-cpu protocol's recipes (not kdsemseg's) keep Adam 1e-3 + one-cycle max 1e-3
     with a 10% warm-up and a constant beta1, whatever the schedule defaults are (an OFD
     connector-only stage, if any, is not a one-cycle stage and is left out)."""
-    stages = [s for s in load_config(CAMVID / f"{name}.yaml").stages if s.schedule.name == "onecycle"]
+    stages = [s for s in load_config(CAMVID / f"{name}.yaml").stages
+              if s.schedule.name == "onecycle"]
     assert stages, name
     for stage in stages:
         o, s = stage.optimizer, stage.schedule

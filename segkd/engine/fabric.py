@@ -54,9 +54,31 @@ def run_precision(precision: str, accelerator: str) -> str:
     return resolve_precision(precision, accelerator)[0]
 
 
+def apply_determinism(deterministic: bool) -> None:
+    """``trainer.deterministic``: True makes torch pick deterministic kernels
+    (``torch.use_deterministic_algorithms``, cuDNN deterministic, no cuDNN autotuning, the
+    cuBLAS workspace setting CUDA needs for deterministic matmuls). ``warn_only``: an op with no
+    deterministic kernel (e.g. the CUDA backward of bilinear upsampling, in every segmentation
+    decoder here) warns instead of stopping the run. False restores torch's defaults, so one run
+    does not leak the setting into the next in the same process.
+
+    Loader workers need nothing more: every sample's augmentation is seeded from (run seed,
+    epoch, index) (``engine.data.SeededDataset``), and torch seeds each worker's ``random`` and
+    NumPy from the run's RNG."""
+    import torch
+
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = False
+
+
 def make_fabric(cfg: TrainerCfg):
     """A Fabric for ``cfg``. ``devices > 1`` on CPU uses DDP over gloo processes."""
     from lightning.fabric import Fabric
+
+    apply_determinism(cfg.deterministic)
 
     accelerator = cfg.accelerator
     if accelerator == "auto":
