@@ -84,12 +84,16 @@ def eval_(checkpoint: Path = typer.Argument(..., help="segkd checkpoint (best.pt
     """Evaluate a checkpoint on a split: mIoU, per-class IoU, accuracies, per-image IoU."""
     from .evaluation import evaluate_checkpoint
     from .report import metrics_table
+    from .writable import check_output_file
 
-    m = evaluate_checkpoint(str(checkpoint), data_root, dataset, split, _pair(size), _pair(sliding),
+    if json_out:
+        check_output_file(json_out, "--json")
+    m = evaluate_checkpoint(str(checkpoint), data_root, dataset, split, _pair(size), _pair(sliding, "--sliding"),
                             overlap, flip, [float(s) for s in scales.split(",")] if scales else [1.0],
                             batch_size)
     out.print(metrics_table(m, m.get("classes", [])))
     if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(m, indent=2))
 
 
@@ -163,14 +167,18 @@ def import_teacher(file: Path = typer.Argument(...),
     out.print(f"wrote {out_path}")
 
 
-def _pair(text: Optional[str]) -> Optional[tuple[int, int]]:
+def _pair(text: Optional[str], option: str = "--size") -> Optional[tuple[int, int]]:
+    """``"H,W"`` / ``"HxW"`` / ``"S"`` -> (H, W) of positive integers; else one clear error."""
     if not text:
         return None
-    parts = [int(p) for p in text.replace("x", ",").split(",")]
+    try:
+        parts = [int(p) for p in text.replace("x", ",").split(",")]
+    except ValueError:
+        parts = []
     if len(parts) == 1:
         parts = parts * 2
-    if len(parts) != 2:
-        raise SegkdError(f"expected H,W, got '{text}'")
+    if len(parts) != 2 or min(parts) < 1:
+        raise SegkdError(f"{option}: expected H,W (two positive integers, e.g. 512,1024), got '{text}'")
     return parts[0], parts[1]
 
 

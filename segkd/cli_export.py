@@ -43,15 +43,20 @@ def export(checkpoint: Path = typer.Argument(..., help="segkd checkpoint (best.p
     """Export a checkpoint for deployment: ONNX (checked against PyTorch) and/or safetensors."""
     from .cli import _pair
     from .export import export_onnx, export_safetensors
+    from .writable import check_output_file
 
     if not onnx and not safetensors:
         raise SegkdError("nothing to export: give --onnx OUT.onnx and/or --safetensors OUT.safetensors")
+    for path, option in ((onnx, "--onnx"), (safetensors, "--safetensors")):
+        if path:
+            check_output_file(path, option)
+    size_hw = _pair(size)
     if safetensors:
         info = export_safetensors(str(checkpoint), str(safetensors))
         out.print(f"wrote {info['path']} ({info['tensors']} tensors) and {info['sidecar']}")
     if onnx:
         info = export_onnx(str(checkpoint), str(onnx), opset=opset, dynamic_shape=dynamic_shape,
-                           size=_pair(size), tolerance=tolerance)
+                           size=size_hw, tolerance=tolerance)
         out.print(_parity_table(info))
         out.print(f"wrote {info['path']} (opset {opset}, {info['exporter']} exporter, input "
                   f"{'dynamic' if dynamic_shape else 'x'.join(map(str, info['input_size']))}) "

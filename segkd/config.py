@@ -60,6 +60,13 @@ class DataCfg(_Strict):
             raise ValueError("num_workers must be >= 0 or 'auto'")
         return v
 
+    @field_validator("size", "crop")
+    @classmethod
+    def _positive_hw(cls, v: Optional[tuple[int, int]]) -> Optional[tuple[int, int]]:
+        if v is not None and min(v) < 1:
+            raise ValueError(f"(H, W) must be positive integers, got {list(v)}")
+        return v
+
 
 class ModelCfg(_Strict):
     arch: str = "unet"
@@ -80,6 +87,14 @@ class TeacherCfg(_Strict):
     # auto: the run's precision (under mixed precision the frozen teacher's conv/linear weights
     # are stored in bf16/fp16, the type autocast computes them in); 32: the teacher in float32
     precision: Literal["auto", "32", "bf16", "16"] = "auto"
+
+    @field_validator("checkpoint", "weights")
+    @classmethod
+    def _not_onnx(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and str(v).lower().endswith(".onnx"):
+            raise ValueError(f"'{v}' is an ONNX export: a teacher is a segkd checkpoint (.pt, e.g. "
+                             "the best.pt the .onnx was exported from) or PyTorch weights")
+        return v
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -267,9 +282,12 @@ def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
     if path.resolve() in _seen:
         raise ConfigError(f"circular _base_ reference at {path}")
     try:
-        raw = _unalias(yaml.safe_load(path.read_text()))
+        raw = _unalias(yaml.safe_load(path.read_text(encoding="utf-8")))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a YAML text file (byte {err.start} is not UTF-8 text); "
+                          "give the .yaml config") from None
     if raw is None:  # {} would silently run every default: the synthetic demo
         raise ConfigError(f"{path}: the config file is empty (no settings); start from a "
                           "recipe in configs/ or `segkd prepare folder` output")
@@ -280,6 +298,8 @@ def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
         raw.pop(key)  # top-level "_name" keys hold YAML anchors for reuse, not settings
     merged: dict = {}
     for b in [bases] if isinstance(bases, str) else bases:
+        if not (path.parent / b).is_file():
+            raise ConfigError(f"{path}: _base_ file '{b}' not found ({path.parent / b})")
         merged = deep_merge(merged, read_yaml(path.parent / b, _seen + (path.resolve(),)))
     return deep_merge(merged, raw)
 

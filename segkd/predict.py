@@ -9,10 +9,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.base import list_images, read_image
+from .data.base import IMAGE_EXTS, list_images, read_image
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .errors import SegkdError
 from .eval.inference import InferenceSpec, predict_logits
+from .writable import check_output_dir
 
 
 def _predictor(path: str):
@@ -32,22 +33,34 @@ def _predictor(path: str):
 
 
 def _inputs(path: Path) -> list[Path]:
+    """The image files to predict: ``path`` itself or the images under a folder."""
+    exts = ", ".join(IMAGE_EXTS)
     if path.is_file():
+        if path.suffix.lower() not in IMAGE_EXTS:
+            raise SegkdError(f"{path}: unsupported image type '{path.suffix}'; supported: {exts}")
         return [path]
     if path.is_dir():
         files = list_images(path, recursive=True)
         if files:
             return files
-    raise SegkdError(f"no images found at {path}")
+        others = sorted({p.suffix.lower() or p.name for p in path.rglob("*") if p.is_file()})
+        found = f" (found only: {', '.join(others[:8])})" if others else " (the folder is empty)"
+        raise SegkdError(f"no images found in {path}{found}; supported: {exts}")
+    raise SegkdError(f"no such image or folder: {path}")
 
 
 def predict_paths(checkpoint: str, inputs: str, out_dir: str, size: Optional[tuple[int, int]] = None,
                   fmt: str = "color", flip: bool = False) -> int:
-    """Predict every image under ``inputs``; write results to ``out_dir``; return the count."""
+    """Predict every image under ``inputs``; write results to ``out_dir``; return the count.
+
+    The format, the inputs and the output folder are checked before the model is loaded; a
+    failure part-way says which outputs were written."""
     from .data import submission
 
     if fmt not in ("color", "ids", *submission.FORMATS):
         raise SegkdError(f"unknown --format '{fmt}': color | ids | cityscapes | voc")
+    files = _inputs(Path(inputs))
+    out = check_output_dir(out_dir, "predictions to")
     fwd, meta = _predictor(checkpoint)
     if fmt in submission.FORMATS:  # before anything is written
         submission.check_model_classes(meta, fmt, checkpoint)
@@ -55,21 +68,38 @@ def predict_paths(checkpoint: str, inputs: str, out_dir: str, size: Optional[tup
     mean = torch.tensor(meta.get("mean", IMAGENET_MEAN)).view(1, 3, 1, 1)
     std = torch.tensor(meta.get("std", IMAGENET_STD)).view(1, 3, 1, 1)
     palette = submission.class_palette(meta.get("classes") or int(meta.get("num_classes", 21)))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = _inputs(Path(inputs))
     spec = InferenceSpec(flip=flip)
-    for f in files:
-        img = read_image(f)  # uint8 [3,H,W]
-        x = img.unsqueeze(0).float() / 255.0
-        if size:
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        x = (x - mean) / std
-        with torch.no_grad():
-            logits = predict_logits(fwd, x, spec, out_size=tuple(img.shape[-2:]))
-        ids = logits.argmax(1)[0].to(torch.uint8).numpy()
-        _write(ids, img, f, out, fmt, palette, submission)
+    done: list[Path] = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            img = read_image(f)  # uint8 [3,H,W]
+            x = img.unsqueeze(0).float() / 255.0
+            if size:
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+            x = (x - mean) / std
+            with torch.no_grad():
+                logits = predict_logits(fwd, x, spec, out_size=tuple(img.shape[-2:]))
+            ids = logits.argmax(1)[0].to(torch.uint8).numpy()
+            _write(ids, img, f, out, fmt, palette, submission)
+            done.append(f)
+    except (SegkdError, OSError) as err:
+        raise SegkdError(f"{_reason(err)} ({_written(done, len(files), out)})") from None
     return len(files)
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, OSError) and not isinstance(err, SegkdError):
+        return f"cannot write to {err.filename or 'the output folder'}: {err.strerror or err}"
+    return str(err)
+
+
+def _written(done: list[Path], total: int, out: Path) -> str:
+    """Which predictions a failed run left: none, or the count and the first / last image."""
+    if not done:
+        return f"no prediction written to {out}"
+    names = done[0].name if len(done) == 1 else f"{done[0].name} ... {done[-1].name}"
+    return f"predictions for {len(done)} of {total} images were written to {out}: {names}"
 
 
 def _write(ids: np.ndarray, img: torch.Tensor, f: Path, out: Path, fmt: str, palette, submission) -> None:
