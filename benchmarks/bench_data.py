@@ -109,8 +109,8 @@ def step_rate(pair: str, precision: str, batch: int, size: tuple[int, int], chan
     teacher, student, _ = bs.build_pair(pair)
     batches, ignore, _ = bs.load_batches(size, batch, 2, device, channels_last, root)
     su = bs.Setup(teacher, student, device, precision, channels_last, False, ignore, pair)
-    variants = bs.build_variants(su, ["student", "segkd_kd"], size)
-    return bs.measure(variants, batches, rounds, 1, 1, device)
+    variants, _ = bs.build_variants(su, ["student", "segkd_kd"], size, batches)
+    return bs.measure(variants, batches, rounds, 1, 1, device)[0]
 
 
 def measure_loaders(size, batch, workers: list[int], batches: int, rounds: int, root: Path,

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     teacher, student, _ = bs.build_pair("unet", False)
     batches, ignore, source = bs.load_batches(size, batch, a.steps, device, True, Path(a.data_root))
     su = bs.Setup(teacher, student, device, "bf16", True, False, ignore, "unet")
-    variants = bs.build_variants(su, ["segkd_kd", "bare_kd"], size)
+    variants, _ = bs.build_variants(su, ["segkd_kd", "bare_kd_tuned"], size, batches)
     logits_shape = [batch, bs.PAIRS["unet"][2], *size]
     result = {"segkd_code": str(Path(segkd.__file__).parent), "data": source,
               **{name: profile_variant(run, batches, a.steps, logits_shape)
