@@ -79,6 +79,25 @@ class ModelCfg(_Strict):
     from_teacher: bool = False  # student = a copy of the teacher (Plug and Play), then `replace`
 
 
+class TeacherCacheCfg(_Strict):
+    """The frozen teacher's outputs computed once per (image, view) and reused (issue 15).
+
+    exact: only a random horizontal flip may be random (both views cached); same losses and
+    gradients as the live teacher. approximate (opt-in): random scale/crop too, the cached
+    output at the prepared size is transformed like the image. off: the live teacher.
+    ``true``/``false`` in YAML mean exact/off."""
+
+    mode: Literal["exact", "approximate", "off"] = "exact"
+    storage: Literal["disk", "memory"] = "disk"  # disk: memory-mapped files shared by runs
+    # root folder; a subfolder per teacher/data/transform key. Default: $SEGKD_CACHE_DIR, else
+    # $XDG_CACHE_HOME/segkd/teacher, else ~/.cache/segkd/teacher
+    dir: Optional[str] = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: the teacher's own
+    budget_mb: Optional[float] = Field(None, gt=0)  # also bounded by free disk / available RAM
+    over_budget: Literal["live", "refuse"] = "live"  # live: fall back to the live teacher
+    batch_size: Optional[int] = Field(None, ge=2)  # teacher batch while building (data.batch_size)
+
+
 class TeacherCfg(_Strict):
     checkpoint: Optional[str] = None  # segkd checkpoint (a run's best.pt or import-teacher output)
     model: Optional[ModelCfg] = None  # ...or an architecture plus a weights file
@@ -87,6 +106,15 @@ class TeacherCfg(_Strict):
     # auto: the run's precision (under mixed precision the frozen teacher's conv/linear weights
     # are stored in bf16/fp16, the type autocast computes them in); 32: the teacher in float32
     precision: Literal["auto", "32", "bf16", "16"] = "auto"
+    cache: Optional[TeacherCacheCfg] = None  # None: the live teacher
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_bool(cls, v: Any) -> Any:
+        """``cache: true`` = the defaults (exact, disk); ``false`` = off."""
+        if isinstance(v, bool):
+            return {} if v else None
+        return v
 
     @field_validator("checkpoint", "weights")
     @classmethod

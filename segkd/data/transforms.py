@@ -44,6 +44,28 @@ class JointRandomScale:
         return f"JointRandomScale(scale={self.scale}, base_size={self.base_size})"
 
 
+class RandomHFlip:
+    """Flip image and mask horizontally with probability ``p``; ``flipped`` tells what the last
+    call did (the teacher cache looks up the view of a sample by it).
+
+    Draws its random number as ``v2.RandomHorizontalFlip`` does (``torch.rand(1) >= p``: no
+    flip), so a pipeline gives the same samples with either. ``force`` (True/False) overrides
+    the draw without consuming random numbers (the cache builds each view with it).
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p, self.flipped, self.force = float(p), False, None
+
+    def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        self.flipped = bool(self.force) if self.force is not None else bool(torch.rand(1) < self.p)
+        if self.flipped:
+            image, mask = F.horizontal_flip(image), F.horizontal_flip(mask)
+        return image, mask
+
+    def __repr__(self) -> str:
+        return f"RandomHFlip(p={self.p})"
+
+
 class ImageToFloat:
     """Last step: image uint8 -> float32 in [0, 1]; the mask passes unchanged."""
 
@@ -76,7 +98,7 @@ def _train_steps(
         fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
         steps.append(v2.RandomCrop(list(crop), pad_if_needed=True, fill=fill))
     if hflip:
-        steps.append(v2.RandomHorizontalFlip(0.5))
+        steps.append(RandomHFlip(0.5))
     if color_jitter > 0:
         cj = float(color_jitter)
         steps.append(v2.ColorJitter(brightness=cj, contrast=cj, saturation=cj))

@@ -206,6 +206,21 @@ class Distiller(nn.Module):
         self.s_rec.clear()
         return self.student(images)
 
+    def teacher_positions(self) -> list[tuple[str, str]]:
+        """What the active terms read from the teacher: ``(LOGITS, "output")`` and/or
+        ``(module path, hook kind)`` positions, in term order, without repeats."""
+        pos = [(t.teacher, t.teacher_hook if t.teacher != LOGITS else "output")
+               for t in self.terms if t.teacher is not None]
+        return list(dict.fromkeys(pos))
+
+    def teacher_outputs(self, images: torch.Tensor) -> dict[tuple[str, str], torch.Tensor]:
+        """The teacher's tensors at :meth:`teacher_positions` for ``images``, computed as
+        :meth:`forward` computes them (the teacher cache stores these)."""
+        logits = self._teacher_forward(images)
+        out = {p: (logits if p[0] == LOGITS else self.t_rec.get(p)) for p in self.teacher_positions()}
+        self.t_rec.clear()
+        return out
+
     def _teacher_forward(self, images: torch.Tensor) -> Optional[torch.Tensor]:
         if not self.needs_teacher:
             return None
@@ -213,16 +228,23 @@ class Distiller(nn.Module):
             return _logits(self.teacher(images))
 
     def forward(self, images: torch.Tensor, target: torch.Tensor | None = None,
-                with_losses: bool = True, keep_logits: bool = True) -> dict[str, torch.Tensor]:
+                with_losses: bool = True, keep_logits: bool = True,
+                teacher_out: dict | None = None) -> dict[str, torch.Tensor]:
         """images ``[N,3,H,W]``, target ``[N,H,W]`` (or None on unlabeled data).
 
         ``keep_logits=False`` (the training step) leaves the logits out of the result: the
         precision wrapper around this module would otherwise copy them to float32 each step.
+        ``teacher_out``: the teacher's tensors for these images from the teacher cache
+        (:meth:`teacher_outputs` keys); the teacher does not run.
         """
         self.s_rec.clear()
-        # the teacher first: its activations are freed as it goes (no graph), so the student's
-        # saved activations never coexist with them (lower peak memory, warmer caches)
-        t_logits = self._teacher_forward(images) if with_losses else None
+        if teacher_out is not None and with_losses:
+            self.t_rec.data.update({k: v for k, v in teacher_out.items() if k[0] != LOGITS})
+            t_logits = teacher_out.get((LOGITS, "output"))
+        else:
+            # the teacher first: its activations are freed as it goes (no graph), so the
+            # student's saved activations never coexist with them (lower peak memory)
+            t_logits = self._teacher_forward(images) if with_losses else None
         logits = _logits(self.student(images))
         out: dict[str, torch.Tensor] = {"logits": logits} if keep_logits or not with_losses else {}
         if not with_losses:

@@ -142,3 +142,38 @@ def build_distiller(cfg: Config, student: nn.Module, teacher: nn.Module | None,
                   teacher_train_bn=bool(cfg.teacher and cfg.teacher.train_bn), teacher_dtype=dtype)
     d.store_teacher_weights_in(dtype or autocast_dtype(precision))
     return d
+
+
+def build_teacher_cache(cfg: Config, fabric, distiller: Distiller, say, progress=None):
+    """The run's teacher cache (``teacher.cache``), or None when it is off.
+
+    Its key holds the teacher's weights (sha256 of the checkpoint or weights file) and how the
+    run computes the teacher (precision, memory format, device, torch version), so a changed
+    teacher or setting never reads a stale cache."""
+    from ..distill.cache_store import CacheError
+    from ..distill.teacher_cache import TeacherCache, file_sha256, weights_sha256
+
+    t = cfg.teacher
+    if t is None or t.cache is None or t.cache.mode == "off" or distiller.teacher is None:
+        return None
+    if t.train_bn:
+        raise CacheError("teacher.cache needs the teacher in eval mode; teacher.train_bn: true "
+                         "makes its output depend on the batch. Set teacher.cache: false")
+    source = t.checkpoint or t.weights
+    key = {"format": 1, "mode": t.cache.mode,
+           "teacher": file_sha256(source) if source else weights_sha256(distiller.teacher),
+           "teacher_model": t.model.model_dump(mode="json") if t.model else None,
+           "precision": fabric.strategy.precision.__class__.__name__ + ":"
+                        + str(getattr(fabric.strategy.precision, "precision", "")),
+           "teacher_dtype": str(distiller.teacher_dtype or distiller.teacher_compute_dtype),
+           "channels_last": cfg.trainer.channels_last, "device": fabric.device.type,
+           "torch": torch.__version__}
+    precision = fabric.strategy.precision
+
+    def teacher_fn(images: torch.Tensor) -> dict:
+        images = precision.convert_input(images)  # as the wrapped module converts its inputs
+        with fabric.autocast():
+            return distiller.teacher_outputs(images)
+
+    return TeacherCache(t.cache, teacher_fn, key, cfg.data.batch_size, cfg.trainer.channels_last,
+                        fabric.device, say, progress)

@@ -43,8 +43,12 @@ def pad_collate(batch: list[dict], ignore_index: int = 255) -> dict[str, Any]:
                           for b in batch])
     masks = torch.stack([F.pad(b["mask"], (0, mw - b["mask"].shape[-1], 0, mh - b["mask"].shape[-2]),
                                value=ignore_index) for b in batch])
-    return {"image": images, "mask": masks, "name": [b["name"] for b in batch],
-            "hw": torch.tensor([list(b["mask"].shape[-2:]) for b in batch])}
+    out = {"image": images, "mask": masks, "name": [b["name"] for b in batch],
+           "hw": torch.tensor([list(b["mask"].shape[-2:]) for b in batch])}
+    if "index" in batch[0]:  # which item and view each sample is (the teacher cache's row)
+        out["index"] = torch.tensor([b["index"] for b in batch])
+        out["view"] = torch.tensor([b["view"] for b in batch])
+    return out
 
 
 class _Collate:
@@ -185,10 +189,16 @@ class SeededSampler(torch.utils.data.Sampler):
 
 
 class SeededDataset(torch.utils.data.Dataset):
-    """Wraps a dataset so that ``ds[(i, seed)]`` seeds torch's RNG before loading item ``i``."""
+    """Wraps a dataset so that ``ds[(i, seed)]`` seeds torch's RNG before loading item ``i``.
+
+    Each sample also says which item it is (``index``) and which view of it the random
+    transforms made (``view``: 1 when horizontally flipped, else 0): the teacher cache's key."""
 
     def __init__(self, ds) -> None:
+        from ..distill.teacher_cache import find_flip
+
         self.ds = ds
+        self.flip = find_flip(getattr(ds, "transform", None))
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -200,7 +210,10 @@ class SeededDataset(torch.utils.data.Dataset):
             # also queue a lazy CUDA/XPU/MTIA seeding, formatting a stack trace each time
             # (measured: about a third of a cached CamVid loader's time per sample)
             torch.default_generator.manual_seed(seed)
-        return self.ds[i]
+        sample = self.ds[i]
+        if isinstance(sample, dict):
+            sample["index"], sample["view"] = i, int(self.flip is not None and self.flip.flipped)
+        return sample
 
 
 class ShardSampler(torch.utils.data.Sampler):

@@ -13,7 +13,7 @@ from ..config import Config, StageCfg, dump_config
 from ..distill.freeze import set_trainable
 from ..errors import ConfigError, NonFiniteLoss, SegkdError
 from .build import (apply_replacements, build_distiller, build_from_spec, build_teacher,
-                    load_state, model_from_checkpoint, model_spec, stage_terms)
+                    build_teacher_cache, load_state, model_from_checkpoint, model_spec, stage_terms)
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import build_data, make_loader, resolve_workers
 from .evaluate import evaluate
@@ -93,6 +93,7 @@ class Engine:
             _allow_recompiles(2 * len(cfg.stages) + 2)
             student.compile()
         self.logger = RunLogger(self.run_dir, f.is_global_zero, cfg.trainer.progress)
+        self.teacher_cache = build_teacher_cache(cfg, f, self.distiller, self.logger.info, self.logger)
         self.logger.info(f"precision: {value} ({reason})")
         # loader processes per training process, for every loader of the run
         self.workers = resolve_workers(cfg.data.num_workers, f.device.type,
@@ -162,6 +163,8 @@ class Engine:
     def _run_stage(self, si: int, stage: StageCfg, ckpt: Optional[dict]) -> None:
         module, opt = self._setup_stage(si, stage)
         train_loader, val_loader = self._loaders(stage)
+        self.stage_cache = None if self.teacher_cache is None else self.teacher_cache.for_stage(
+            train_loader.dataset.ds, self.distiller.teacher_positions())
         iters = stage.iters_per_epoch or len(train_loader)
         if iters == 0:
             raise ConfigError(f"stage '{stage.name}': the training set has fewer images than one batch")
@@ -198,7 +201,8 @@ class Engine:
                             labeled=stage.data == "labeled", accum=cfg.trainer.grad_accum,
                             grad_clip=cfg.trainer.grad_clip, channels_last=cfg.trainer.channels_last,
                             log_every=cfg.trainer.log_every, logger=self.logger, title=title,
-                            step0=self.progress["step"], where=f"stage '{stage.name}' epoch {epoch + 1}")
+                            step0=self.progress["step"], where=f"stage '{stage.name}' epoch {epoch + 1}",
+                            teacher_cache=self.stage_cache)
         dt = time.time() - t
         self.progress["step"] += stats["steps"]
         self.progress["images"] += stats["images"] * f.world_size

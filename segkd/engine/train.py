@@ -31,13 +31,15 @@ def _check_finite(out: dict, where: str, i: int) -> None:
 
 def train_epoch(fabric, module, opt, sched, loader, iters: int, *, labeled: bool, accum: int,
                 grad_clip: Optional[float], channels_last: bool, log_every: int, logger,
-                title: str, step0: int, where: str) -> dict:
+                title: str, step0: int, where: str, teacher_cache=None) -> dict:
     """Train ``iters`` iterations; return mean losses, optimiser steps, images seen and
     ``data_wait``: the share of the epoch's wall time spent waiting for the next batch.
 
     The host never waits for the accelerator here (no synchronisation outside log points), so
     time blocked in the loader is time the accelerator could have been fed: a share near 0
     means the data pipeline keeps up, a large one that it is the bottleneck.
+    ``teacher_cache``: a :class:`segkd.distill.teacher_cache.StageCache` whose teacher outputs
+    replace the live teacher's.
     """
     module.train()
     device = fabric.device
@@ -58,7 +60,8 @@ def train_epoch(fabric, module, opt, sched, loader, iters: int, *, labeled: bool
         y = batch["mask"].to(device, non_blocking=True) if labeled else None
         boundary = (i + 1) % accum == 0 or i + 1 == iters
         with fabric.no_backward_sync(module, enabled=not boundary):
-            out = module(x, y, keep_logits=False)
+            kw = {} if teacher_cache is None else {"teacher_out": teacher_cache.batch(batch, device)}
+            out = module(x, y, keep_logits=False, **kw)
             fabric.backward(out["loss"] / accum)
         if boundary:
             if grad_clip:

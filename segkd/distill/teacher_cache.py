@@ -1,0 +1,298 @@
+"""The teacher cache (``teacher.cache``): the frozen teacher's outputs, once per (image, view).
+
+A frozen teacher in eval mode is a pure function of its input. When the training transforms
+are deterministic per image except a random horizontal flip, every sample is one of two
+*views* of an item (flipped or not), so the teacher's logits and hooked features at the
+positions the active terms read can be computed once per (item, view) and looked up by the
+``index``/``view`` every sample carries (:class:`segkd.engine.data.SeededDataset`).
+
+Exact mode: both views are computed with the same code, precision, memory format and device
+as the live step (:meth:`Distiller.teacher_outputs` under the run's autocast, in batches of at
+least two images: on the CPU a batch of one takes other kernels), so losses and gradients are
+bit for bit those of the live teacher. Any other random transform is refused, naming it.
+
+The cache lives in ``<dir>/<key>/``: the key hashes the teacher weights file (sha256), the
+run's teacher precision and memory format, the data (dataset, every file's path, size and
+mtime, so the root, split and fraction), the prepare step and transforms. Each position is
+its own array (:mod:`cache_store`), so runs reading different features share the logits.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torchvision.transforms import v2
+
+from ..data.transforms import ImageToFloat, JointRandomScale, RandomHFlip
+from .cache_store import (DTYPES, ArraySpec, CacheError, MemoryArray, PartialArray,
+                          check_writable, locked, open_complete)
+
+LOGITS_POS = ("logits", "output")
+# random steps of segkd's training transforms -> the config key that turns them on
+_RANDOM_STEPS = ((JointRandomScale, "data.scale"), (v2.RandomCrop, "data.crop"),
+                 (v2.ColorJitter, "data.color_jitter"), (v2.RandomApply, "data.blur"))
+_EXACT_STEPS = (RandomHFlip, ImageToFloat)
+_TORCH_DTYPE_NAMES = {v[0]: k for k, v in DTYPES.items()}
+
+
+def default_dir() -> Path:
+    """$SEGKD_CACHE_DIR, else $XDG_CACHE_HOME/segkd/teacher, else ~/.cache/segkd/teacher."""
+    if os.environ.get("SEGKD_CACHE_DIR"):
+        return Path(os.environ["SEGKD_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "segkd" / "teacher"
+
+
+def _steps(transform) -> list:
+    if transform is None:
+        return []
+    return list(getattr(transform, "transforms", [transform]))
+
+
+def find_flip(transform) -> Optional[RandomHFlip]:
+    """The random horizontal flip of a training transform (None without one)."""
+    return next((s for s in _steps(transform) if isinstance(s, RandomHFlip)), None)
+
+
+def check_exact(transform) -> None:
+    """Raise CacheError naming the first random step other than a horizontal flip."""
+    for step in _steps(transform):
+        if isinstance(step, _EXACT_STEPS):
+            continue
+        key = next((k for cls, k in _RANDOM_STEPS if isinstance(step, cls)), None)
+        what = f"{key} ({step!r})" if key else repr(step)
+        raise CacheError(f"teacher.cache (exact) allows random horizontal flips only; {what} "
+                         "makes the teacher's output differ every epoch. Remove it, set "
+                         "teacher.cache.mode: approximate, or teacher.cache: false")
+
+
+@lru_cache(maxsize=8)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file (memoised per path, size and modification time)."""
+    st = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 over a model's state dict (names, dtypes, shapes and bytes)."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def dataset_identity(ds) -> dict:
+    """What makes a dataset's prepared training samples what they are (for the cache key)."""
+    h = hashlib.sha256()
+    for img, _ in ds.items:
+        p = Path(img).expanduser().resolve()
+        st = p.stat() if p.is_file() else None
+        h.update(f"{p}|{st.st_size if st else '-'}|{st.st_mtime_ns if st else '-'}\n".encode())
+    return {"dataset": getattr(ds, "name", type(ds).__name__), "items": len(ds.items),
+            "files": h.hexdigest(), "prepare": repr(ds.prepare), "transform": repr(ds.transform),
+            "mean": list(ds.mean), "std": list(ds.std),
+            "options": repr(sorted((k, v) for k, v in vars(ds).items()
+                                   if k in ("seed", "size", "split")))}
+
+
+@dataclass
+class CachedPosition:
+    """One cached teacher tensor: its rows and the memory format the live teacher gives it."""
+
+    array: object  # MemoryArray | DiskArray: .read(rows) -> CPU tensor
+    channels_last: bool
+
+
+class StageCache:
+    """The cached teacher tensors of one stage's positions, looked up per batch."""
+
+    def __init__(self, positions: dict[tuple[str, str], CachedPosition], views: int) -> None:
+        self.positions, self.views = positions, views
+
+    def batch(self, batch: dict, device: torch.device) -> dict[tuple[str, str], torch.Tensor]:
+        """``{position: tensor [N, ...]}`` for a loader batch (``index`` and ``view`` keys)."""
+        if "index" not in batch:
+            raise CacheError("teacher cache: the batch does not say which items it holds "
+                             "(no 'index'); it must come from segkd's training loader")
+        rows = batch["index"] * self.views + batch["view"]
+        out = {}
+        for pos, c in self.positions.items():
+            t = c.array.read(rows).to(device, non_blocking=True)
+            out[pos] = t.contiguous(memory_format=torch.channels_last) if c.channels_last else t
+        return out
+
+
+def _channels_last(t: torch.Tensor) -> bool:
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2 ** 20:,.1f} MiB"
+
+
+def _free_memory() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62
+
+
+class TeacherCache:
+    """Builds or opens the cache of each stage's teacher positions (see the module docstring).
+
+    ``teacher_fn(images) -> {position: tensor}``: the teacher exactly as the training step
+    runs it (precision conversion, autocast, :meth:`Distiller.teacher_outputs`).
+    ``key``: the teacher and compute settings; the dataset's identity is added per dataset.
+    """
+
+    def __init__(self, cfg, teacher_fn: Callable, key: dict, batch_size: int,
+                 channels_last: bool, device: torch.device, say: Callable[[str], None],
+                 progress=None) -> None:
+        self.cfg, self.teacher_fn, self.key = cfg, teacher_fn, key
+        self.batch_size = max(2, cfg.batch_size or batch_size)
+        self.channels_last, self.device, self.say, self.progress = channels_last, device, say, progress
+        self.root = Path(cfg.dir).expanduser() if cfg.dir else default_dir()
+        self._memory: dict[tuple[str, str], MemoryArray] = {}
+        self._ids: dict[int, dict] = {}
+
+    # ------------------------------------------------------------------ inputs
+    def _view(self, ds, flip: Optional[RandomHFlip], item: int, view: int) -> torch.Tensor:
+        """Item ``item``'s image as the training loader gives it in ``view`` (1 = flipped)."""
+        if flip is not None:
+            flip.force = bool(view)
+        try:
+            return ds[item]["image"]
+        finally:
+            if flip is not None:
+                flip.force = None
+
+    def _outputs(self, ds, flip, items: list[int], views: int):
+        """(rows, {position: tensor}) for ``items`` x their views; at least two images."""
+        rows = [i * views + v for i in items for v in range(views)]
+        x = torch.stack([self._view(ds, flip, i, v) for i in items for v in range(views)])
+        if len(rows) == 1:  # the CPU computes a batch of one with other kernels: pad to two
+            x = torch.cat([x, x])
+        x = x.to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.teacher_fn(x)
+        return rows, {p: t[:len(rows)] for p, t in out.items()}
+
+    # ------------------------------------------------------------------ stage
+    def for_stage(self, ds, positions: list[tuple[str, str]]) -> Optional[StageCache]:
+        """The cache of ``positions`` for training set ``ds`` (built now when missing), or
+        None when nothing is needed or it does not fit (``over_budget: live``)."""
+        if not positions:
+            return None
+        check_exact(ds.transform)
+        flip = find_flip(ds.transform)
+        views = 2 if flip is not None else 1
+        key = {**self.key, **self._ids.setdefault(id(ds), dataset_identity(ds)), "views": views}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            _, probe = self._outputs(ds, flip, [0], views)
+        specs, layout = {}, {}
+        for pos, t in probe.items():
+            dtype = _TORCH_DTYPE_NAMES.get(t.dtype, "float32") if self.cfg.dtype == "auto" else self.cfg.dtype
+            specs[pos] = ArraySpec(f"{pos[0]}.{pos[1]}.{dtype}", len(ds) * views, tuple(t.shape[1:]), dtype)
+            layout[pos] = _channels_last(t)
+        if not self._fits(specs, digest, len(ds), views):
+            return None
+        if self.cfg.storage == "memory":
+            arrays = self._memory_arrays(ds, flip, specs, views)
+        else:
+            arrays = self._disk_arrays(ds, flip, specs, views, self.root / digest, key)
+        return StageCache({p: CachedPosition(arrays[p], layout[p]) for p in specs}, views)
+
+    def _fits(self, specs: dict, digest: str, n: int, views: int) -> bool:
+        """Print the size; False (with a message) or CacheError when it is over budget."""
+        total = sum(s.nbytes for s in specs.values())
+        what = ", ".join(f"{s.name} {list(s.shape)}" for s in specs.values())
+        where = "memory" if self.cfg.storage == "memory" else str(self.root / digest)
+        self.say(f"teacher cache ({self.cfg.mode}): {n} images x {views} view(s), {what}: "
+                 f"{_mib(total)} ({where})")
+        if self.cfg.storage == "memory":
+            limit, room = _free_memory() // 2, "half the available memory"
+        else:
+            have = self.root
+            while not have.exists() and have != have.parent:
+                have = have.parent
+            limit, room = shutil.disk_usage(have).free + sum(
+                (self.root / digest / f"{s.name}.bin").stat().st_size
+                for s in specs.values() if (self.root / digest / f"{s.name}.bin").is_file()), "free disk"
+        if self.cfg.budget_mb is not None and self.cfg.budget_mb * 2 ** 20 < limit:
+            limit, room = int(self.cfg.budget_mb * 2 ** 20), "teacher.cache.budget_mb"
+        if total <= limit:
+            return True
+        msg = f"teacher cache needs {_mib(total)}, more than {room} ({_mib(limit)})"
+        if self.cfg.over_budget == "refuse":
+            raise CacheError(msg + ": raise the budget, use teacher.cache.dtype: bfloat16 or "
+                             "float16, or set teacher.cache.over_budget: live")
+        self.say(f"[yellow]{msg}: this stage runs the live teacher[/yellow]")
+        return False
+
+    def _build(self, ds, flip, writers: dict, views: int, todo: list[int], title: str) -> None:
+        """Compute the teacher on items ``todo`` (all views) and write every position."""
+        per = max(1, self.batch_size // views)
+        chunks = [todo[i:i + per] for i in range(0, len(todo), per)]
+        if self.progress is not None:
+            self.progress.start_epoch(title, len(chunks))
+        try:
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                for chunk in chunks:
+                    rows, out = self._outputs(ds, flip, chunk, views)
+                    for pos, w in writers.items():
+                        w.write(rows, out[pos])
+                        if hasattr(w, "save_progress"):
+                            w.save_progress()
+                    if self.progress is not None:
+                        self.progress.advance()
+        finally:
+            if self.progress is not None:
+                self.progress.end_epoch()
+
+    def _memory_arrays(self, ds, flip, specs: dict, views: int) -> dict:
+        keep = {p: a for p, a in self._memory.items() if p in specs and a.spec == specs[p]}
+        new = {p: MemoryArray(s) for p, s in specs.items() if p not in keep}
+        if new:
+            self._build(ds, flip, new, views, list(range(len(ds))), "teacher cache")
+        self._memory = {**keep, **new}
+        return self._memory
+
+    def _disk_arrays(self, ds, flip, specs: dict, views: int, folder: Path, key: dict) -> dict:
+        check_writable(folder)
+        key_file = folder / "key.json"
+        if not key_file.is_file():
+            key_file.write_text(json.dumps(key, indent=1, sort_keys=True))
+        names = [s.name for s in specs.values()]
+        with locked(folder, names, self.say):
+            arrays = {p: open_complete(folder, s, key, self.say) for p, s in specs.items()}
+            parts = {p: PartialArray(folder, specs[p], key, views) for p, a in arrays.items() if a is None}
+            if parts:
+                todo = [i for i in range(len(ds)) if any(i not in w.done for w in parts.values())]
+                resumed = len(ds) - len(todo)
+                self.say(f"teacher cache: building {', '.join(w.spec.name for w in parts.values())}"
+                         + (f" (resuming: {resumed} of {len(ds)} images done)" if resumed else ""))
+                self._build(ds, flip, parts, views, todo, "teacher cache")
+                arrays.update({p: w.finish() for p, w in parts.items()})
+        return arrays
