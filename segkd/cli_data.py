@@ -57,20 +57,54 @@ def prepare_cmd(
     max_masks: int = typer.Option(500, "--max-masks", help="masks decoded per split (0 = all)"),
     split: Optional[List[str]] = typer.Option(None, "--split", help="only this split (repeatable)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON"),
+    config_out: Optional[Path] = typer.Option(None, "--config",
+                                              help="folder: also write the suggested config here"),
 ) -> None:
     """Check a dataset tree: pairing, sizes, unreadable files, mask values vs classes.
 
+    For the "folder" dataset the image / mask sub-folders and the mask name suffix are found
+    from the files, and a config that trains on the dataset is printed (``--config``: written).
     Exits with code 1 when the report has errors.
     """
     from .data.prepare import prepare, print_report
 
-    report = prepare(name, root, max_masks=max_masks or None, splits=split or None,
-                     **parse_options(options_json, set_))
+    options = parse_options(options_json, set_)
+    if name == "folder":
+        from .data.folder_setup import detect_layout
+
+        options = {**detect_layout(root, options), **options}
+        options = _with_class_count(root, options, max_masks)
+    report = prepare(name, root, max_masks=max_masks or None, splits=split or None, **options)
     print_report(report, out)
     if json_out:
         json_out.write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    if name == "folder":
+        _print_config(report, root, options, config_out)
     if not report.ok:
         raise SystemExit(1)  # not typer.Exit: segkd.cli runs click with standalone_mode=False
+
+
+def _with_class_count(root: Path, options: dict[str, Any], max_masks: int) -> dict[str, Any]:
+    """Without class names (no classes / num_classes option, no classes.txt), the class count
+    implied by a first look at the mask values (0/255 masks: 2 classes)."""
+    from .data.folder_setup import class_count
+    from .data.prepare import prepare
+
+    if options.get("classes") or options.get("num_classes") or (root / "classes.txt").is_file():
+        return options
+    first = prepare("folder", root, max_masks=min(50, max_masks or 50), **options)
+    return {**options, "num_classes": class_count(first, options)}
+
+
+def _print_config(report: Any, root: Path, options: dict[str, Any], path: Optional[Path]) -> None:
+    """Print (and with ``path``, write) the config suggested for a folder dataset."""
+    from .data.folder_setup import config_text, suggest_config
+
+    text = config_text(suggest_config(report, root, options), root, report.ok)
+    out.print("\n[bold]suggested config[/bold]" + (f" (written to {path})" if path else "") + ":")
+    out.print(text, markup=False, highlight=False, soft_wrap=True)
+    if path:
+        path.write_text(text)
 
 
 def register(app: typer.Typer) -> None:

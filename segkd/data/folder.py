@@ -1,8 +1,11 @@
 """Generic layouts: labeled "folder" (images/ + masks/) and unlabeled "image_folder"."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+import numpy as np
 
 from segkd.data.base import (
     IMAGE_EXTS,
@@ -29,28 +32,90 @@ def _by_stem(files: list[Path]) -> dict[str, Path]:
     return out
 
 
-def _folder_items(root: Path, split: str | None) -> tuple[list[tuple[Path, Path]], Path]:
-    """Pairs from ``images/<split>`` + ``masks/<split>``, or ``images`` + ``masks`` + ``<split>.txt``."""
-    img_dir, mask_dir = require_dir(root / "images"), require_dir(root / "masks")
+def mask_key(mask: Path, suffix: str = "") -> str | None:
+    """The image stem a mask file belongs to: its name less ``suffix`` (``"_mask"`` matches
+    ``x_mask.png``; a suffix with an extension, ``"_mask.png"``, matches the full name); None when
+    the name does not end with the suffix."""
+    if suffix and Path(suffix).suffix.lower() in IMAGE_EXTS:
+        return mask.name[: -len(suffix)] if mask.name.endswith(suffix) else None
+    if suffix:
+        return mask.stem[: -len(suffix)] if mask.stem.endswith(suffix) else None
+    return mask.stem
+
+
+def masks_by_key(mask_dir: Path, suffix: str = "") -> dict[str, Path]:
+    """image stem -> mask file in ``mask_dir`` (a .png wins over a lossy file)."""
+    out: dict[str, Path] = {}
+    for f in list_images(mask_dir):
+        key = mask_key(f, suffix)
+        if key is not None and (key not in out or f.suffix.lower() == ".png"):
+            out[key] = f
+    return out
+
+
+def fraction_split(images: list[Path], split: str, val_fraction: float, seed: int) -> list[Path]:
+    """A seeded partition of ``images`` into "train" / "val": ``round(n * val_fraction)`` images
+    (at least 1) drawn with ``seed`` go to val, the others to train (both kept in file order)."""
+    if len(images) < 2:
+        raise DataError(f"cannot split {len(images)} image(s) into train and val: add images or "
+                        "give images/<split>/ folders")
+    n_val = min(len(images) - 1, max(1, round(len(images) * val_fraction)))
+    val = set(np.random.default_rng(seed).permutation(len(images))[:n_val].tolist())
+    return [p for i, p in enumerate(images) if (i in val) == (split == "val")]
+
+
+def _split_images(root: Path, img_dir: Path, split: str | None, layout: "FolderLayout") -> tuple[list[Path], Path, Path]:
+    """The images of ``split`` and the folders its images and masks are in."""
+    mask_dir = layout.mask_dir(root)
     if split and (img_dir / split).is_dir():
-        img_dir, mask_dir = img_dir / split, require_dir(mask_dir / split, f"masks of split '{split}'")
-        images = list_images(img_dir)
-    elif split and (root / f"{split}.txt").is_file():
+        return list_images(img_dir / split), img_dir / split, \
+            require_dir(mask_dir / split, f"masks of split '{split}'")
+    if split and (root / f"{split}.txt").is_file():
         by_stem = _by_stem(list_images(img_dir))
         names = [Path(n).stem for n in read_lines(root / f"{split}.txt")]
         missing = [n for n in names if n not in by_stem]
         if missing:
             raise DataError(f"{root / f'{split}.txt'} lists images not in {img_dir}: {missing[:5]}")
-        images = [by_stem[n] for n in names]
-    elif split:
-        raise DataError(f"split '{split}' not found: neither {img_dir / split} nor {root / f'{split}.txt'}")
-    else:
-        images = list_images(img_dir)
-    masks = _by_stem(list_images(mask_dir))
+        return [by_stem[n] for n in names], img_dir, mask_dir
+    flat = not any(d.is_dir() for d in img_dir.iterdir()) and not any(
+        (root / f"{s}.txt").is_file() for s in ("train", "val"))
+    if split in ("train", "val") and flat and layout.val_fraction > 0:
+        return fraction_split(list_images(img_dir), split, layout.val_fraction, layout.split_seed), \
+            img_dir, mask_dir
+    if split:
+        raise DataError(f"split '{split}' not found: neither {img_dir / split} nor "
+                        f"{root / f'{split}.txt'}" + (" (a flat folder gives 'train' and 'val' "
+                                                      "by val_fraction)" if flat else ""))
+    return list_images(img_dir), img_dir, mask_dir
+
+
+@dataclass
+class FolderLayout:
+    """Where a "folder" dataset keeps its files (the builder's layout options)."""
+
+    images: str = "images"
+    masks: str = "masks"
+    mask_suffix: str = ""
+    val_fraction: float = 0.2
+    split_seed: int = 0
+
+    def image_dir(self, root: Path) -> Path:
+        return require_dir(root / self.images, "image folder (option 'images')")
+
+    def mask_dir(self, root: Path) -> Path:
+        return require_dir(root / self.masks, "mask folder (option 'masks')")
+
+
+def _folder_items(root: Path, split: str | None,
+                  layout: FolderLayout) -> tuple[list[tuple[Path, Path]], Path]:
+    """Pairs of ``split`` (see :func:`folder` for the layouts), and its image folder."""
+    images, img_dir, mask_dir = _split_images(root, layout.image_dir(root), split, layout)
+    masks = masks_by_key(mask_dir, layout.mask_suffix)
     items = []
     for img in images:
         if img.stem not in masks:
-            raise DataError(f"no mask for image {img} in {mask_dir}")
+            raise DataError(f"no mask for image {img} in {mask_dir} (expected "
+                            f"{img.stem}{layout.mask_suffix or ''}.png; options 'masks', 'mask_suffix')")
         items.append((img, masks[img.stem]))
     return require_items(items, img_dir), img_dir
 
@@ -79,16 +144,28 @@ def folder(
     palette: Sequence[Sequence[int]] | None = None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    images: str = "images",
+    masks: str = "masks",
+    mask_suffix: str = "",
+    val_fraction: float = 0.2,
+    split_seed: int = 0,
 ) -> SegmentationDataset:
     """Any image/mask folder pair matched by file stem (png/jpg/jpeg/webp).
 
-    Layouts: ``root/images/<split>/*`` + ``root/masks/<split>/*``, or ``root/images/*`` +
-    ``root/masks/*`` with ``root/<split>.txt`` listing names. ``value_map`` maps raw mask values
-    to ids (others -> ignore_index), e.g. ``{0: 0, 255: 1}``; ``palette`` maps RGB colour masks
-    (``palette[i]`` = colour of class i).
+    Layouts (``images`` / ``masks`` name the two sub-folders): ``root/images/<split>/*`` +
+    ``root/masks/<split>/*``; or ``root/images/*`` + ``root/masks/*`` with ``root/<split>.txt``
+    listing names; or, without split folders or lists, ``root/images/*`` + ``root/masks/*``
+    split into "train" and "val" by a seeded ``val_fraction`` (``split_seed``). A mask is named
+    like its image plus ``mask_suffix`` (``"_mask"``: ``x.jpg`` -> ``x_mask.png``).
+    ``value_map`` maps raw mask values to ids (others -> ignore_index), e.g. ``{0: 0, 255: 1}``;
+    ``palette`` maps RGB colour masks (``palette[i]`` = colour of class i). Class names come
+    from ``classes``, else ``root/classes.txt``, else ``num_classes`` (``class_<i>``).
     """
     root = require_dir(root, "dataset root")
-    items, img_dir = _folder_items(root, split)
+    if not 0.0 <= float(val_fraction) < 1.0:
+        raise DataError(f"folder: val_fraction must be in [0, 1), got {val_fraction}")
+    layout = FolderLayout(images, masks, mask_suffix or "", float(val_fraction), int(split_seed))
+    items, img_dir = _folder_items(root, split, layout)
     lut = None
     if value_map is not None:
         lut = build_lut({int(k): int(v) for k, v in value_map.items()}, ignore_index)

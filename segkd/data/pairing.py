@@ -82,11 +82,15 @@ def _scan_cityscapes(root: Path, options: dict) -> dict[str, Pairing]:
 
 
 def _scan_folder(root: Path, options: dict) -> dict[str, Pairing]:
-    img_dir, mask_dir = root / "images", root / "masks"
+    from segkd.data.folder import masks_by_key
+
+    img_dir, mask_dir = root / options.get("images", "images"), root / options.get("masks", "masks")
+    suffix = options.get("mask_suffix") or ""
+    keyed = lambda d: masks_by_key(d, suffix) if d.is_dir() else {}  # noqa: E731
     subdirs = sorted(d.name for d in img_dir.iterdir() if d.is_dir()) if img_dir.is_dir() else []
     if subdirs:
-        return {s: _match(_stems(img_dir / s), _stems(mask_dir / s)) for s in subdirs}
-    images, masks = _stems(img_dir), _stems(mask_dir)
+        return {s: _match(_stems(img_dir / s), keyed(mask_dir / s)) for s in subdirs}
+    images, masks = _stems(img_dir), keyed(mask_dir)
     lists = sorted(p.stem for p in root.glob("*.txt") if p.stem != "classes")
     if not lists:
         return {"all": _match(images, masks)}
