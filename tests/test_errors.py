@@ -38,9 +38,10 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit code != 0, no traceback, ``error: `` + a message holding every needle; returns it."""
+    """Exit code 2 (segkd.cli's code for a clean error), no traceback, ``error: `` + a message
+    holding every needle; returns it."""
     text = proc.stderr + proc.stdout
-    assert proc.returncode != 0, text
+    assert proc.returncode == 2, (proc.returncode, text)
     assert "Traceback" not in text, text
     assert "error:" in proc.stderr, text
     flat = " ".join(proc.stderr.split())
@@ -315,5 +316,5 @@ def test_debug_flag_shows_the_traceback(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", data={"batchsize": 4})
     proc = subprocess.run([sys.executable, "-m", "segkd.cli", "--debug", "train", str(cfg)],
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
+    assert proc.returncode == 1  # the exception propagates: Python's exit code, not segkd's 2
     assert "Traceback" in proc.stderr and "ConfigError" in proc.stderr

@@ -235,7 +235,7 @@ def test_malicious_checkpoint_refused(tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "1000"}  # rich wraps long lines at 80 columns without a tty
     proc = subprocess.run([str(SEGKD), "export", str(evil), "--onnx", str(tmp_path / "x.onnx")],
                           capture_output=True, text=True, timeout=120, env=env)
-    assert proc.returncode != 0 and "refusing" in proc.stderr
+    assert proc.returncode == 2 and "refusing" in proc.stderr
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr

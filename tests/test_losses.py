@@ -366,6 +366,40 @@ def test_dist_perfect_and_negated_correlation() -> None:
         4 * (0.5 * 2 + 0.25 * 2), abs=1e-3)
 
 
+def _pearson_py(a: list[float], b: list[float]) -> float:
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b))
+    return cov / (math.sqrt(sum((x - ma) ** 2 for x in a)) * math.sqrt(sum((y - mb) ** 2 for y in b)))
+
+
+def _softmax_py(z: list[float], tau: float) -> list[float]:
+    e = [math.exp(v / tau) for v in z]
+    return [v / sum(e) for v in e]
+
+
+def test_dist_golden_at_partial_correlation() -> None:
+    """3 classes x 4 pixels with correlations strictly between -1 and 1, computed in plain
+    Python: inter = 1 - mean over pixels of corr(p_s[pixel], p_t[pixel]) across classes,
+    intra = 1 - mean over classes of corr(p_s[:, class], p_t[:, class]) across pixels;
+    loss = tau^2 (beta inter + gamma intra)."""
+    s_px = [[1.0, 0.2, -0.5], [0.3, 1.5, 0.1], [-1.0, 0.0, 2.0], [0.5, 0.4, 0.6]]  # [pixel][class]
+    t_px = [[0.8, 0.9, -0.2], [1.2, 0.1, 0.3], [-0.4, 1.1, 1.0], [2.0, -0.3, 0.2]]
+    s = torch.tensor(s_px).t().reshape(1, 3, 2, 2)  # pixels in row-major order of a 2x2 map
+    t = torch.tensor(t_px).t().reshape(1, 3, 2, 2)
+    tau, beta, gamma = 2.0, 0.5, 1.5
+    ps = [_softmax_py(z, tau) for z in s_px]
+    pt = [_softmax_py(z, tau) for z in t_px]
+    inter = 1 - sum(_pearson_py(a, b) for a, b in zip(ps, pt)) / 4
+    cols = lambda p, c: [row[c] for row in p]  # noqa: E731
+    intra = 1 - sum(_pearson_py(cols(ps, c), cols(pt, c)) for c in range(3)) / 3
+    assert 0.2 < inter < 1.8 and 0.2 < intra < 1.8 and abs(inter - intra) > 0.05  # not +-1
+    got_inter, got_intra = dist_terms(s, t, tau)
+    assert got_inter.item() == pytest.approx(inter, rel=1e-5)
+    assert got_intra.item() == pytest.approx(intra, rel=1e-5)
+    loss = LOSSES.build("dist", tau=tau, beta=beta, gamma=gamma)(s, t).item()
+    assert loss == pytest.approx(tau ** 2 * (beta * inter + gamma * intra), rel=1e-5)
+
+
 # ---------------------------------------------------------------- SKD
 
 

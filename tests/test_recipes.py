@@ -76,9 +76,16 @@ def test_recipe_runs_two_iterations(path, teachers, tmp_path):
 
     folder = path.relative_to(ROOT / "configs").parts[0]
     raw = _tiny(read_yaml(path), teachers.get(folder))
+    from segkd.engine.checkpoint import load_checkpoint
+
     summary = Engine(config_from_dict(raw, str(path)), tmp_path / "run").run()
     assert 0.0 <= summary["splits"]["val"]["mIoU"] <= 1.0
-    assert (tmp_path / "run" / "best.pt").is_file() or len(raw["stages"]) >= 1
+    assert (tmp_path / "run" / "best.pt").is_file()  # every stage validates its last epoch
+    history = load_checkpoint(tmp_path / "run" / "last.pt")["history"]
+    stages = raw["stages"]
+    assert [h["stage"] for h in history] == list(range(len(stages)))  # each stage ran its epoch
+    for h, stage in zip(history, stages):  # ... and measured the metric it selects by
+        assert (stage.get("select") or {}).get("metric", "val/mIoU") in h, (stage.get("name"), h)
 
 
 @pytest.mark.parametrize("name,millions", [("pnp_86m", 85.3), ("pnp_79m", 77.9)])
