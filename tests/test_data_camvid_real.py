@@ -1,9 +1,11 @@
-"""The real CamVid val split from the shared data folder (skipped when absent)."""
+"""The real CamVid val split from the shared data folder (skipped when absent; a failure when
+SEGKD_REQUIRE_SHARED=1 or CI is set, see conftest.require_shared)."""
 from pathlib import Path
 
 import pytest
 
 from segkd.data import build_dataset
+from conftest import require_shared
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
@@ -11,8 +13,8 @@ pytestmark = pytest.mark.filterwarnings(
 ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "camvid"
 
 
-@pytest.mark.skipif(not (ROOT / "val").is_dir(), reason="shared CamVid data not present")
 def test_real_camvid_val():
+    require_shared(ROOT / "val")
     ds = build_dataset("camvid", root=ROOT, split="val")
     assert len(ds) == 101
     s = ds[0]

@@ -1,7 +1,8 @@
 """Imported teachers: published architectures, strict checkpoint import, torchvision wrappers.
 
 The fixture tests need ../shared/fixtures/teachers (key lists + reference logits of the real
-checkpoints, see its README); they skip when that folder is absent.
+checkpoints, see its README); they skip when that folder is absent, and fail instead when
+SEGKD_REQUIRE_SHARED=1 or CI is set (.ci/run sets it: CI always has ../shared).
 """
 from __future__ import annotations
 
@@ -20,14 +21,14 @@ import segkd.models.teachers as teachers
 from segkd.errors import CheckpointError
 from segkd.models.teachers.importer import extract_state_dict, safe_load
 from segkd.registry import MODELS
+from conftest import require_shared
 
 FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "teachers"
 JFZ_PARAMS, WRN_PARAMS = 59_344_309, 137_103_936
 
 
 def _fixtures() -> ModuleType:
-    if not (FIXTURES / "deterministic_weights.py").is_file():
-        pytest.skip(f"teacher fixtures not found at {FIXTURES}")
+    require_shared(FIXTURES / "deterministic_weights.py")  # a failure in CI, where ../shared exists
     spec = importlib.util.spec_from_file_location("deterministic_weights",
                                                   FIXTURES / "deterministic_weights.py")
     mod = importlib.util.module_from_spec(spec)
@@ -208,3 +209,19 @@ def test_torchvision_wrappers_return_logits(name: str) -> None:
     assert isinstance(out, torch.Tensor) and out.shape == (1, 4, 40, 56)
     original = getattr(tvseg, name[3:])(weights=None, weights_backbone=None, num_classes=4)
     assert list(model.state_dict()) == list(original.state_dict())  # torchvision keys kept
+
+
+def test_a_missing_shared_folder_fails_when_ci_requires_it(tmp_path, monkeypatch):
+    """Outside CI a missing ../shared skips; with SEGKD_REQUIRE_SHARED=1 (set by .ci/run) or CI
+    set, it is a failure naming the path: a CI without the real teachers must not go green."""
+    missing = tmp_path / "shared" / "fixtures"
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("SEGKD_REQUIRE_SHARED", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="SEGKD_REQUIRE_SHARED=1"):
+        require_shared(missing)
+    for var, value in (("SEGKD_REQUIRE_SHARED", "1"), ("CI", "true")):
+        with monkeypatch.context() as m:
+            m.setenv(var, value)
+            with pytest.raises(pytest.fail.Exception, match=f"{missing} is missing"):
+                require_shared(missing)
+    require_shared(tmp_path)  # present: nothing happens
