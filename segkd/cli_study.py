@@ -24,14 +24,19 @@ def report(run_dirs: List[Path] = typer.Argument(..., help="run directories or f
            per_image: bool = typer.Option(False, "--per-image", help="kdsemseg per-image IoU, not mIoU"),
            sample_std: bool = typer.Option(False, "--sample-std", help="std with ddof=1 (default ddof=0)"),
            plot: bool = typer.Option(False, "--plot", help="also write size_vs_miou.png"),
-           metric: str = typer.Option("mIoU", "--metric", help="mIoU | pixel_acc | mean_acc")) -> None:
+           metric: str = typer.Option("mIoU", "--metric", help="mIoU | pixel_acc | mean_acc"),
+           baseline: Optional[str] = typer.Option(None, "--baseline", help="method to compare every "
+                                                  "other against (comparison.md: delta, 95% interval)"),
+           teacher_score: Optional[float] = typer.Option(None, "--teacher-score", help="the teacher's "
+                                                         "val score: adds the share of the gap closed")) -> None:
     """Mean ± std over seeds per (model, method, fraction): results.md, results.csv, per_class.md."""
     from .cli import out
     from .report import report as write_report
 
     dest = out_dir or (run_dirs[0] if run_dirs[0].is_dir() else run_dirs[0].parent)
     written = write_report(run_dirs, dest, per_image=per_image, sample_std=sample_std, plot=plot,
-                           metric=metric, console=out)
+                           metric=metric, console=out, baseline=baseline,
+                           teacher_score=teacher_score)
     for path in written.values():
         out.print(f"wrote {path}")
 

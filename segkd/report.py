@@ -177,6 +177,9 @@ def _recipe(run: dict) -> Optional[dict[str, Any]]:
         return None
     flat = {k: v for k, v in flatten(run["config"]).items()
             if not any(fnmatchcase(k, g) for g in NOT_A_VARIANT)}
+    resolved = (run["summary"].get("precision") or {}) if isinstance(run["summary"].get("precision"), dict) else {}
+    if resolved.get("value") and "trainer.precision" in flat:  # 'auto' -> what it resolved to
+        flat["trainer.precision"] = resolved["value"]
     if "name" in flat:
         flat["name"] = _SEED_SUFFIX.sub("", str(flat["name"]))
     return flat
@@ -194,7 +197,12 @@ def _variants(method: str, runs: list[dict]) -> dict[str, list[dict]]:
     known = [r for r in recipes if r is not None]
     if len({json.dumps(r, sort_keys=True) for r in known}) <= 1 and (len(known) in (0, len(runs))):
         return {method: runs}
-    keys = sorted({k for r in known for k in r if len({json.dumps(x.get(k)) for x in known}) > 1})
+    # a key only some configs have is a field added to segkd between the runs (its default is
+    # what the older runs did), not a different experiment: only keys all configs carry count
+    shared = set.intersection(*(set(r) for r in known)) if known else set()
+    keys = sorted(k for k in shared if len({json.dumps(x.get(k)) for x in known}) > 1)
+    if known and not keys and len(known) == len(runs):
+        return {method: runs}
     out: dict[str, list[dict]] = {}
     for run, rec in zip(runs, recipes):
         if rec is None:
@@ -422,8 +430,10 @@ def plot_size_vs_miou(rows: list[dict], path: str | Path) -> Path:
 # --------------------------------------------------------------------------- full report
 def report(paths: Iterable[str | Path], out_dir: str | Path, per_image: bool = False,
            sample_std: bool = False, plot: bool = False, metric: str = "mIoU",
-           console: Optional[Console] = None) -> dict:
-    """Load runs, write results.md / results.csv / per_class.md (and size_vs_miou.png)."""
+           console: Optional[Console] = None, baseline: Optional[str] = None,
+           teacher_score: Optional[float] = None) -> dict:
+    """Load runs, write results.md / results.csv / per_class.md (and size_vs_miou.png; with
+    ``baseline``, comparison.md: each method against it, see segkd.comparison)."""
     runs = load_runs(paths)
     notes: list[str] = []
     rows = aggregate(runs, metric=metric, per_image=per_image, ddof=1 if sample_std else 0,
@@ -436,4 +446,12 @@ def report(paths: Iterable[str | Path], out_dir: str | Path, per_image: bool = F
     written["per_class"] = pc
     if plot:
         written["plot"] = plot_size_vs_miou(rows, Path(out_dir) / "size_vs_miou.png")
+    if baseline:
+        from .comparison import compare, comparison_markdown
+
+        metric_key = "per_image_iou" if per_image else metric
+        cmp_rows = compare(group_runs(runs), baseline, teacher_score, metric=metric_key)
+        path = Path(out_dir) / "comparison.md"
+        path.write_text(comparison_markdown(cmp_rows, baseline, teacher_score, metric=metric_key))
+        written["comparison"] = path
     return written
