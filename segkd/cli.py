@@ -123,12 +123,15 @@ def info(target: Optional[str] = typer.Argument(None, help="config.yaml, checkpo
          device: str = typer.Option("cpu", "--device", help="latency on cpu or cuda"),
          dtype: str = typer.Option("fp32", "--dtype", help="latency precision: fp32, bf16, fp16 (GPU)"),
          batch: int = typer.Option(1, "--batch", help="latency batch size"),
-         channels_last: bool = typer.Option(False, "--channels-last", help="latency in channels_last")) -> None:
+         channels_last: bool = typer.Option(False, "--channels-last", help="latency in channels_last"),
+         threads: Optional[int] = typer.Option(None, "--threads",
+                                               help="CPU threads for latency (PyTorch and onnxruntime)")) -> None:
     """Parameters, FLOPs, latency and module paths of a model; or teacher vs student."""
     from .compare import LatencySetup
     from .describe import info_command
 
-    setup = LatencySetup(device=device, dtype=dtype, batch=batch, channels_last=channels_last)
+    setup = LatencySetup(device=device, dtype=dtype, batch=batch, channels_last=channels_last,
+                         threads=threads)
     info_command(target, _pair(size), classes, paths, latency, compare or [], out,
                  onnx=onnx, data_root=data_root, setup=setup)
 

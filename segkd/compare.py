@@ -6,8 +6,10 @@ latency on a chosen device, precision, batch and layout, and (optionally) mIoU.
 from __future__ import annotations
 
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -30,14 +32,20 @@ def onnx_providers(device: str) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
+# Latency repeats whose standard deviation exceeds this share of their mean are not a measurement
+# to compare models by (a busy machine: 936 ms vs 71 ms one day, the reverse the next)
+SPREAD_WARN = 0.25
+
+
 def onnx_latency(onnx_path: str | Path, size: Size, batch: int = 1, warmup: int = 3,
-                 iters: int = 10, device: str = "cpu") -> dict[str, float]:
-    """onnxruntime latency of one ``[batch,3,H,W]`` forward on ``device`` (CPU: as many threads
-    as torch uses; CUDA: the CUDA provider, inputs copied from the host each run)."""
+                 iters: int = 10, device: str = "cpu", threads: Optional[int] = None) -> dict[str, float]:
+    """onnxruntime latency of one ``[batch,3,H,W]`` forward on ``device`` (CPU: ``threads``,
+    default as many as torch uses; CUDA: the CUDA provider, inputs copied from the host each run)."""
     import statistics
     import timeit
 
-    pred = OnnxPredictor(onnx_path, providers=onnx_providers(device), threads=torch.get_num_threads())
+    pred = OnnxPredictor(onnx_path, providers=onnx_providers(device),
+                         threads=threads or torch.get_num_threads())
     x = np.random.default_rng(0).standard_normal((batch, 3, *size)).astype(np.float32)
     times = [t * 1e3 for t in timeit.repeat(lambda: pred(x), number=1, repeat=warmup + iters)[warmup:]]
     return {"mean_ms": statistics.fmean(times), "std_ms": statistics.pstdev(times)}
@@ -63,14 +71,17 @@ def _compare_row(name: str, path: str, size: Size, setup: LatencySetup, onnx: bo
     net = _LogitsOnly(model).eval()
     lat = setup.measure(net, size)
     row = {"name": name, "path": path, "params": count_params(model),
-           "gflops": count_flops(net, size) / 1e9, "latency_ms": lat["mean_ms"]}
+           "gflops": count_flops(net, size) / 1e9, "latency_ms": lat["mean_ms"], "warnings": []}
+    row["warnings"] += spread_warning(name, "PyTorch", lat, setup.iters)
     if onnx or onnx_file:
         with tempfile.TemporaryDirectory() as tmp:
             if onnx_file is None:
                 onnx_file = str(Path(tmp) / "model.onnx")
                 export_onnx(path, onnx_file, size=size, dynamic_shape=setup.batch > 1)
-            row["onnx_latency_ms"] = onnx_latency(onnx_file, size, setup.batch, setup.warmup,
-                                                  setup.iters, setup.device)["mean_ms"]
+            ort = onnx_latency(onnx_file, size, setup.batch, setup.warmup, setup.iters,
+                               setup.device, setup.threads)
+            row["onnx_latency_ms"] = ort["mean_ms"]
+            row["warnings"] += spread_warning(name, "onnxruntime", ort, setup.iters)
     if data_root:
         if path.endswith(".onnx"):
             raise ExportError(f"mIoU of {path}: give the segkd checkpoint, not the .onnx")
@@ -88,6 +99,7 @@ class LatencySetup:
     channels_last: bool = False
     warmup: int = 10
     iters: int = 20
+    threads: Optional[int] = None  # CPU threads while measuring (None: torch's current setting)
 
     def torch_dtype(self) -> torch.dtype | None:
         return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype]
@@ -101,15 +113,47 @@ class LatencySetup:
             raise ExportError("fp16 latency is a GPU measurement; on the CPU use bf16 or fp32")
         if self.batch < 1:
             raise ExportError(f"latency batch must be >= 1, got {self.batch}")
+        if self.threads is not None and self.threads < 1:
+            raise ExportError(f"--threads must be >= 1, got {self.threads}")
 
     def measure(self, model: torch.nn.Module, size: Size) -> dict[str, float]:
         """PyTorch latency of ``model`` at ``size`` in this setting (after :meth:`check`)."""
         from .models.profile import measure_latency
 
         self.check()
-        return measure_latency(model, size, batch=self.batch, device=self.device,
-                               warmup=self.warmup, iters=self.iters,
-                               channels_last=self.channels_last, dtype=self.torch_dtype())
+        with torch_threads(self.threads):
+            return measure_latency(model, size, batch=self.batch, device=self.device,
+                                   warmup=self.warmup, iters=self.iters,
+                                   channels_last=self.channels_last, dtype=self.torch_dtype())
+
+    def describe(self) -> str:
+        """'cpu, fp32, batch 1[, channels_last][, N threads]' (for table titles)."""
+        return (f"{self.device}, {self.dtype}, batch {self.batch}"
+                f"{', channels_last' if self.channels_last else ''}"
+                f"{f', {self.threads} thread(s)' if self.threads else ''}")
+
+
+@contextmanager
+def torch_threads(threads: Optional[int]) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` inside the block, the previous count restored after."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def spread_warning(name: str, runtime: str, lat: dict[str, float], iters: int) -> list[str]:
+    """A warning when the timed repeats of one latency spread too much to compare models by."""
+    mean, std = lat["mean_ms"], lat.get("std_ms", 0.0)
+    if mean <= 0 or std / mean <= SPREAD_WARN:
+        return []
+    return [f"{name}: {runtime} latency varies a lot between its {iters} timed runs (std "
+            f"{std:.1f} ms = {std / mean:.0%} of the mean {mean:.1f} ms): the machine is busy or "
+            "short of cores; measure on an idle machine, with --threads below the free cores, "
+            "before comparing models by it"]
 
 
 def compare_models(teacher_path: str, student_path: str, size: Size | None = None,
@@ -119,7 +163,8 @@ def compare_models(teacher_path: str, student_path: str, size: Size | None = Non
     forward of ``setup.batch`` images on ``setup.device`` in ``setup.dtype``), onnxruntime
     latency on the same device (``onnx=True`` or an .onnx path: a checkpoint is then exported to
     a temporary .onnx) and mIoU (when ``data_root`` is given). Returns one dict per model, both
-    with the same keys: name, path, params, gflops, latency_ms[, onnx_latency_ms][, miou].
+    with the same keys: name, path, params, gflops, latency_ms, warnings (a list: latencies whose
+    repeats spread more than SPREAD_WARN of their mean)[, onnx_latency_ms][, miou].
     Latencies: mean of ``setup.iters`` timed runs after ``setup.warmup`` untimed ones (first
     runs are slow); the default setup is the CPU, fp32, batch 1."""
     size = tuple(size) if size else (512, 512)

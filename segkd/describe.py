@@ -80,8 +80,7 @@ def info_command(target: str, size, classes: int, paths: bool, latency: bool,
     from .models.profile import count_flops, count_params
 
     setup = setup or LatencySetup()
-    where = (f"{setup.device}, {setup.dtype}, batch {setup.batch}"
-             f"{', channels_last' if setup.channels_last else ''}")
+    where = setup.describe()
 
     if compare:
         from .compare import compare_models
@@ -91,7 +90,7 @@ def info_command(target: str, size, classes: int, paths: bool, latency: bool,
         rows = compare_models(compare[0], compare[1], size=size or (512, 512), onnx=onnx,
                               data_root=data_root, setup=setup)
         t = Table(title=f"teacher vs student at {size[0]}x{size[1]} (latency ms: {where})")
-        keys = [k for k in rows[0] if k != "path"]
+        keys = [k for k in rows[0] if k not in ("path", "warnings")]
         for k in keys:
             t.add_column(k, no_wrap=True)
         for r in rows:
@@ -100,6 +99,8 @@ def info_command(target: str, size, classes: int, paths: bool, latency: bool,
         console.print(t)
         for r in rows:
             console.print(f"{r['name']}: {r['path']}", highlight=False)
+        for warning in (w for r in rows for w in r["warnings"]):
+            console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
         return
     if not target:
         raise SegkdError("give a model (config.yaml, checkpoint or arch:encoder) or --compare T --compare S")
@@ -111,8 +112,12 @@ def info_command(target: str, size, classes: int, paths: bool, latency: bool,
     t.add_row("parameters", f"{count_params(model):,}")
     t.add_row(f"GFLOPs at {size[0]}x{size[1]} (2 x MACs)", f"{count_flops(model, size) / 1e9:.2f}")
     if latency:
+        from .compare import spread_warning
+
         lat = setup.measure(model, size)
         t.add_row(f"latency ({where}) ms", f"{lat['mean_ms']:.1f} ± {lat['std_ms']:.1f}")
     console.print(t)
+    for warning in spread_warning(what, "PyTorch", lat, setup.iters) if latency else []:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     if paths:
         console.print(paths_table(model))
