@@ -138,10 +138,19 @@ def info(target: Optional[str] = typer.Argument(None, help="config.yaml, checkpo
 
 @app.command("list")
 def list_(what: str = typer.Argument(..., help="models | encoders | datasets | losses | connectors"),
-          pattern: str = typer.Option("*", "--pattern")) -> None:
+          pattern: str = typer.Option("*", "--pattern"),
+          verbose: bool = typer.Option(False, "--verbose", "-v",
+                                       help="datasets: each one's layout and data.options")) -> None:
     """List registered names (like timm.list_models); losses and connectors with a summary."""
     from .describe import list_names, name_summary
 
+    if verbose and what == "datasets":
+        from .data.catalog import describe_dataset
+
+        for name in list_names(what, pattern):
+            out.print(describe_dataset(name), markup=False, highlight=False, soft_wrap=True)
+        out.print("More in docs/datasets.md; check a tree with `segkd prepare NAME --root DIR`.")
+        return
     for name in list_names(what, pattern):
         summary = name_summary(what, name)
         out.print(f"{name:<16} {summary}" if summary else name, markup=False, highlight=False,

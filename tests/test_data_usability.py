@@ -186,3 +186,27 @@ def test_prepare_folder_prints_a_config_that_trains(segkd, tmp_path):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["classes"] == ["class_0", "class_1"] and "val" in summary["splits"]
+
+
+# ----------------------------------------------------------------------------- docs
+def test_list_datasets_verbose_shows_layout_and_options(segkd):
+    from segkd.describe import list_names
+
+    proc = segkd("list", "datasets", "--verbose")
+    assert proc.returncode == 0, proc.stderr
+    for name in list_names("datasets"):
+        assert f"\n{name}\n" in f"\n{proc.stdout}"
+    assert "mask_suffix=''" in proc.stdout and "val_fraction=0.2" in proc.stdout
+    assert "<root>/<split>annot/" in proc.stdout  # camvid's layout
+
+
+def test_docs_describe_every_dataset_and_option():
+    """docs/datasets.md names every registered dataset and every one of its data.options."""
+    from segkd.data.catalog import dataset_options
+    from segkd.describe import list_names
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").read_text()
+    for name in list_names("datasets"):
+        assert f"### {name}:" in text, name
+        for option in dataset_options(name):
+            assert f"`{option}`" in text, (name, option)
