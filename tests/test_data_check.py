@@ -288,3 +288,20 @@ def test_training_config_check_off_skips_it(segkd, tmp_path):
     masks(tree, lambda shape: np.full(shape, 255, np.uint8))
     proc = segkd(*folder_config(tmp_path, tree, data={"check": "off"}))
     assert proc.returncode == 0, proc.stderr
+
+
+def test_one_bit_masks_pass_prepare_and_train(segkd, tmp_path):
+    """Through the CLI: prepare sees values 0 and 1 (before the fix: 0/255, "255 is the ignore
+    index" error), and a run scores class 1 (it is in the val labels)."""
+    import json
+
+    tree = folder_tree(tmp_path / "data", classes=2)
+    for mask in (tree / "masks").rglob("*.png"):
+        Image.fromarray(halves((SIZE, SIZE)).astype(bool)).save(mask)
+    proc = segkd("prepare", "folder", "--root", str(tree))
+    assert proc.returncode == 0, proc.stdout
+    assert "│     1 │ 1 c1" in proc.stdout and "│   255 │" not in proc.stdout
+    proc = segkd(*folder_config(tmp_path, tree))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["splits"]["val"]["per_class_iou"][1] is not None
