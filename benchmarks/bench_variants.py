@@ -183,8 +183,9 @@ def segkd_terms(method: str, pair: str) -> list:
     raise SystemExit(f"segkd method '{method}' is not available for the {pair} pair")
 
 
-def make_segkd(su: Setup, method: str) -> Step:
-    """segkd's own path: Distiller.configure, build_optimizer, Fabric.setup, train_epoch."""
+def _segkd_step(su: Setup, method: str):
+    """segkd's own path: Distiller.configure, build_optimizer, Fabric.setup. Returns (fabric,
+    distiller, wrapped module, optimizer, run(batches, teacher_cache=None))."""
     from segkd.config import OptimCfg, TrainerCfg
     from segkd.distill.distiller import Distiller
     from segkd.engine.build import autocast_dtype
@@ -205,11 +206,52 @@ def make_segkd(su: Setup, method: str) -> Step:
     module, opt = fabric.setup(d, opt, move_to_device=True)
     logger = RunLogger(None, False, False)
 
-    def run(batches: list[dict]) -> None:
+    def run(batches: list[dict], teacher_cache=None) -> None:
+        kw = {} if teacher_cache is None else {"teacher_cache": teacher_cache}
         train_epoch(fabric, module, opt, None, batches, len(batches), labeled=True, accum=1,
                     grad_clip=None, channels_last=su.channels_last, log_every=10**9,
-                    logger=logger, title="bench", step0=0, where="bench")
-    return run
+                    logger=logger, title="bench", step0=0, where="bench", **kw)
+    return fabric, d, run
+
+
+def make_segkd(su: Setup, method: str) -> Step:
+    """segkd's training step (Distiller + Fabric + engine.train.train_epoch) for ``method``."""
+    return _segkd_step(su, method)[2]
+
+
+def make_segkd_cached(su: Setup, batches: list[dict]) -> Step:
+    """segkd_kd with the teacher cache (issue 15): the teacher's outputs for every benchmark
+    batch computed beforehand as ``build_teacher_cache`` computes them (the run's precision
+    plugin and autocast, ``Distiller.teacher_outputs``), held in segkd's in-memory cache rows,
+    and read through ``StageCache.batch`` in ``train_epoch``, as a cached run reads them."""
+    from segkd.distill.cache_store import ArraySpec, MemoryArray
+    from segkd.distill.teacher_cache import (_TORCH_DTYPE_NAMES, CachedPosition, StageCache,
+                                             _channels_last)
+
+    fabric, d, run = _segkd_step(su, "kd")
+    precision = fabric.strategy.precision
+    outs = []
+    with torch.no_grad(), fabric.autocast():
+        for b in batches:
+            outs.append(d.teacher_outputs(precision.convert_input(b["image"])))
+    rows = sum(len(b["image"]) for b in batches)
+    arrays, layout = {}, {}
+    for pos, t in outs[0].items():
+        arrays[pos] = MemoryArray(ArraySpec(f"{pos[0]}.{pos[1]}", rows, tuple(t.shape[1:]),
+                                            _TORCH_DTYPE_NAMES.get(t.dtype, "float32")))
+        layout[pos] = _channels_last(t)
+    indexed, start = {}, 0
+    for b, out in zip(batches, outs):
+        idx = list(range(start, start + len(b["image"])))
+        for pos, t in out.items():
+            arrays[pos].write(idx, t)
+        indexed[id(b["image"])] = {**b, "index": torch.tensor(idx), "view": torch.zeros(len(idx), dtype=torch.long)}
+        start += len(idx)
+    cache = StageCache({p: CachedPosition(arrays[p], layout[p]) for p in arrays}, views=1)
+
+    def step(chunk: list[dict]) -> None:
+        run([indexed[id(b["image"])] for b in chunk], cache)
+    return step
 
 
 def torchdistill_available() -> bool:
@@ -250,14 +292,14 @@ def make_torchdistill(su: Setup, size: tuple[int, int], tuned: bool = False) -> 
     return run
 
 
-# segkd_kd_cached's builder: set once segkd's teacher cache (issue 15) is in the checkout.
-make_segkd_cached: Callable[[Setup, list[dict]], Step] | None = None
-
-
 def teacher_cache_available() -> bool:
     """Whether this checkout has segkd's teacher cache (``teacher.cache``, issue 15)."""
     from segkd.config import TeacherCfg
 
+    try:
+        import segkd.distill.teacher_cache  # noqa: F401
+    except ImportError:
+        return False
     return "cache" in TeacherCfg.model_fields
 
 
@@ -277,7 +319,7 @@ def build_variants(su: Setup, names: list[str], size: tuple[int, int], batches: 
         elif name in ("bare_kd", "bare_kd_tuned"):
             out[name] = make_bare_kd(su, tuned=name.endswith("_tuned"))
         elif name == CACHED:
-            if teacher_cache_available() and make_segkd_cached is not None:
+            if teacher_cache_available():
                 out[name] = make_segkd_cached(su, batches)
             else:
                 skipped[name] = ("not available: segkd's teacher cache (teacher.cache, issue 15) "

@@ -32,6 +32,7 @@ def bench_step():
 def test_bench_step_runs_and_writes_json(bench_step, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(bench_step, "torchdistill_available", lambda: False)
     monkeypatch.setattr(sys.modules["bench_variants"], "torchdistill_available", lambda: False)
+    monkeypatch.setattr(sys.modules["bench_variants"], "teacher_cache_available", lambda: False)
     out = tmp_path / "step.json"
     names = "student,student_kd,teacher,segkd_kd,segkd_kd_cached,bare_kd,bare_kd_tuned,td_kd"
     res = bench_step.main(["--pair", "tiny", "--device", "cpu", "--batch", "2", "--size", "32,32",
@@ -57,6 +58,16 @@ def test_bench_step_runs_and_writes_json(bench_step, tmp_path, capsys, monkeypat
 
     assert saved["machine"]["cpu_flags"] == sorted(cpu_flags())  # the CPU's flags are recorded
     assert "load average" in saved["machine"]["uptime_end"]
+
+
+def test_bench_step_cached_teacher_variant(bench_step, tmp_path):
+    if not sys.modules["bench_variants"].teacher_cache_available():
+        pytest.skip("segkd's teacher cache is not in this checkout")
+    res = bench_step.main(["--pair", "tiny", "--device", "cpu", "--batch", "2", "--size", "32,32",
+                           "--iters", "1", "--warmup", "0", "--data-root", str(tmp_path / "none"),
+                           "--variants", "student_kd,teacher,segkd_kd,segkd_kd_cached"])
+    assert [r["variant"] for r in res["rows"]][-1] == "segkd_kd_cached" and not res["skipped"]
+    assert {"segkd_kd_cached/floor_cached", "segkd_kd_cached/segkd_kd"} <= set(res["comparisons"])
 
 
 def test_bench_step_require_td_fails_without_torchdistill(bench_step, monkeypatch, capsys):
