@@ -49,6 +49,19 @@ def low_bit_png(path: Path, values: np.ndarray, bits: int) -> Path:
     return path
 
 
+def rgb16_png(path: Path, rgb: np.ndarray) -> Path:
+    """A 16-bit RGB PNG (PIL cannot write one) of uint16 ``rgb`` [H, W, 3]."""
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in rgb)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return path
+
+
 def masks(tree: Path, fill) -> None:
     """Rewrite every mask of ``tree`` as ``fill(shape) -> uint8 array``."""
     for mask in (tree / "masks").rglob("*.png"):
@@ -75,6 +88,9 @@ def test_16bit_image_is_rescaled_by_its_bit_depth(tmp_path):
     img = read_image(tmp_path / "g16.png")
     assert img.dtype == torch.uint8 and img.shape == (3, 1, 4)
     assert img[0, 0].tolist() == [0, 100, 255, 0]  # round(v / 257)
+    rgb = np.stack([grey, grey[:, ::-1], np.full_like(grey, 257 * 7)], -1)  # [1, 4, 3]
+    img = read_image(rgb16_png(tmp_path / "rgb16.png", rgb))
+    assert img.permute(1, 2, 0).tolist() == [[[0, 0, 7], [100, 255, 7], [255, 100, 7], [0, 0, 7]]]
 
 
 def test_16bit_images_train_with_normalised_values(segkd, tmp_path):
