@@ -195,3 +195,15 @@ def test_study_arm_trains_in_a_directory_with_study_json_then_resumes(tmp_path):
     assert arm.status == "partial" and run_arm(arm, "t", []) == "resumed"
     assert (run / "summary.json").is_file() and not (run / LOCK_NAME).exists()
     assert run_arm(arm, "t", []) == "skipped"
+
+
+def test_resume_drops_the_log_rows_of_the_interrupted_epoch(segkd, stopped):
+    """Rows logged after last.pt (the epoch a kill interrupted, logged again on resume) and a row
+    cut mid-write are removed, so every step appears once in metrics.jsonl."""
+    cfg, run = stopped
+    log = run / "metrics.jsonl"
+    before = log.read_text()
+    log.write_text(before + '{"step": 1000000, "train/loss_step": 9.9}\n{"step": 10000')
+    proc = segkd("train", str(cfg), "--resume", str(run))
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text() == before

@@ -15,7 +15,10 @@ console = Console(stderr=True)
 class RunLogger:
     """Writes scalars to ``metrics.jsonl`` and TensorBoard; only on the main process."""
 
-    def __init__(self, run_dir: Path | None, enabled: bool, progress: bool) -> None:
+    def __init__(self, run_dir: Path | None, enabled: bool, progress: bool,
+                 resume_step: int | None = None) -> None:
+        """``resume_step``: a resumed run drops the rows its checkpoint did not reach (the
+        interrupted epoch's steps are logged again), so every step appears once."""
         self.enabled = enabled and run_dir is not None
         self.progress_enabled = progress and enabled
         self._tb = None
@@ -24,6 +27,8 @@ class RunLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(Path(run_dir) / "tb"))
+            if resume_step is not None:
+                _drop_rows_after(Path(run_dir) / "metrics.jsonl", resume_step)
             self._jsonl = open(Path(run_dir) / "metrics.jsonl", "a")
         self._progress: Progress | None = None
         self._task = None
@@ -71,3 +76,21 @@ class RunLogger:
             self._tb.close()
         if self._jsonl is not None:
             self._jsonl.close()
+
+
+def _drop_rows_after(path: Path, step: int) -> None:
+    """Rewrite ``path`` (atomically) without the rows whose ``step`` is above ``step``; a row that
+    is not JSON (cut by a kill mid-write) goes too."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and row.get("step", 0) <= step:
+            keep.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(f"{line}\n" for line in keep))
+    tmp.replace(path)

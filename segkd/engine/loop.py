@@ -92,7 +92,8 @@ class Engine:
         if cfg.trainer.compile:
             _allow_recompiles(2 * len(cfg.stages) + 2)
             student.compile()
-        self.logger = RunLogger(self.run_dir, f.is_global_zero, cfg.trainer.progress)
+        self.logger = RunLogger(self.run_dir, f.is_global_zero, cfg.trainer.progress,
+                                resume_step=self.progress["step"] if self.resume else None)
         self.teacher_cache = build_teacher_cache(cfg, f, self.distiller, self.logger.info, self.logger)
         self.logger.info(f"precision: {value} ({reason})")
         # loader processes per training process, for every loader of the run
