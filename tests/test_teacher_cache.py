@@ -85,17 +85,24 @@ def test_batches_carry_index_and_both_views(tiny):
     assert seen == {0, 1}
 
 
-def test_flip_draws_like_torchvision(tiny):
-    """segkd's recorded flip gives the samples v2.RandomHorizontalFlip gave (same draws)."""
+def test_flip_and_crop_draw_like_torchvision(tiny):
+    """segkd's recording flip and crop give the samples v2.RandomHorizontalFlip and
+    v2.RandomCrop gave (the same random draws)."""
     from torchvision.transforms import v2
 
-    from segkd.data.transforms import RandomHFlip, split_transforms
+    from segkd.data.transforms import JointRandomCrop, RandomHFlip, split_transforms
     from segkd.engine.data import build_data
 
-    ds = build_data(config_from_dict(tiny()).data).train
+    ds = build_data(config_from_dict(tiny(data={"scale": [0.5, 1.5], "crop": [24, 24]})).data).train
     ours = ds.transform
-    theirs = v2.Compose([v2.RandomHorizontalFlip(0.5) if isinstance(s, RandomHFlip) else s
-                         for s in ours.transforms])
+
+    def v2_step(s):
+        if isinstance(s, RandomHFlip):
+            return v2.RandomHorizontalFlip(0.5)
+        if isinstance(s, JointRandomCrop):
+            return v2.RandomCrop(s.size, pad_if_needed=True, fill=s.fill)
+        return s
+    theirs = v2.Compose([v2_step(s) for s in ours.transforms])
     for i in range(8):
         torch.manual_seed(i)
         a = ds[i]
@@ -263,3 +270,59 @@ def test_unwritable_dir_random_transform_and_budget_errors(tmp_path, tiny, teach
     ref = _train(_kd_only(tiny, teacher_ckpt, None), tmp_path / "live")
     _assert_same(ref, _train(_kd_only(tiny, teacher_ckpt, small), tmp_path / "c"))
     assert "this stage runs the live teacher" in _err(capsys)
+
+
+@pytest.mark.parametrize("scale,atol", [((1.0, 1.0), 1e-4), ((2.0, 2.0), 0.02)])
+def test_approximate_mode_cuts_the_cached_output_like_the_image(tiny, scale, atol):
+    """With a "teacher" that returns its input, the warped cached output of each sample is the
+    sample's own image (crop offsets, padding, flips, a 2x scale): the geometry is right."""
+    from segkd.config import TeacherCacheCfg
+    from segkd.distill.teacher_cache import LOGITS_POS, TeacherCache
+    from segkd.engine.data import build_data, make_loader
+
+    cfg = config_from_dict(tiny(data={"size": [32, 32], "scale": list(scale), "crop": [40, 24]}))
+    ds = build_data(cfg.data).train
+    cache = TeacherCache(TeacherCacheCfg(mode="approximate", storage="memory"),
+                         lambda x: {LOGITS_POS: x.clone()}, {"t": 1}, 4, False,
+                         torch.device("cpu"), lambda m: None)
+    stage = cache.for_stage(ds, [LOGITS_POS])
+    loader = make_loader(ds, 4, True, 0, seed=0)
+    views, pads = set(), 0
+    for epoch in range(3):
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            out = stage.batch(batch, torch.device("cpu"))[LOGITS_POS]
+            assert out.shape == batch["image"].shape
+            keep = (batch["mask"] != ds.ignore_index).unsqueeze(1).expand_as(out)
+            assert torch.allclose(out[keep], batch["image"][keep], atol=atol)
+            views |= set(batch["view"].tolist())
+            pads += int((~keep).any())
+    assert views == {0, 1} and (pads > 0) == (scale[0] == 1.0)  # 40 rows > 32: padded
+
+
+def test_approximate_mode_trains_and_names_itself(tmp_path, tiny, teacher_ckpt, capsys):
+    raw = _kd_only(tiny, teacher_ckpt, {"mode": "approximate", "storage": "memory"},
+                   data={"scale": [0.75, 1.5], "crop": [24, 24]})
+    _, losses = _train(raw, tmp_path / "a")
+    assert all(v == v and v < 1e3 for v in losses[0].values())
+    assert "teacher cache (approximate)" in _err(capsys)
+    raw["data"]["color_jitter"] = 0.2
+    with pytest.raises(CacheError, match="approximate.*data.color_jitter"):
+        Engine(config_from_dict(raw), tmp_path / "b").run()
+
+
+def test_camvid_distillation_recipes_use_the_exact_cache():
+    """Every CamVid recipe with a teacher caches it, and its training transforms allow exact mode."""
+    from segkd.config import load_config
+    from segkd.data.transforms import split_transforms
+    from segkd.distill.teacher_cache import check_exact
+
+    recipes = [p for p in sorted((Path(__file__).parents[1] / "configs" / "camvid").glob("[!_]*.yaml"))
+               if load_config(p).teacher is not None]
+    assert len(recipes) >= 10
+    for p in recipes:
+        cfg = load_config(p)
+        assert cfg.teacher.cache is not None and cfg.teacher.cache.mode == "exact", p
+        d = cfg.data
+        check_exact(split_transforms(True, size=d.size, scale=d.scale, crop=d.crop, hflip=d.hflip,
+                                     color_jitter=d.color_jitter, blur=d.blur)[1])

@@ -66,6 +66,21 @@ class RandomHFlip:
         return f"RandomHFlip(p={self.p})"
 
 
+class JointRandomCrop(v2.RandomCrop):
+    """``v2.RandomCrop`` (the same draws) that records where its last crop lay: ``window`` =
+    (top, left, height, width) in its input's pixels (negative: in the padding) and the input
+    (height, width): the approximate teacher cache maps the teacher's output with it."""
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        from torchvision.transforms.v2._utils import query_size
+
+        params = super().make_params(flat_inputs)
+        pad_left, pad_top = params["padding"][0], params["padding"][1]
+        self.window = (params["top"] - pad_top, params["left"] - pad_left, params["height"],
+                       params["width"], *query_size(flat_inputs))
+        return params
+
+
 class ImageToFloat:
     """Last step: image uint8 -> float32 in [0, 1]; the mask passes unchanged."""
 
@@ -96,7 +111,7 @@ def _train_steps(
         steps.append(JointRandomScale(scale, base_size))
     if crop is not None:
         fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
-        steps.append(v2.RandomCrop(list(crop), pad_if_needed=True, fill=fill))
+        steps.append(JointRandomCrop(list(crop), pad_if_needed=True, fill=fill))
     if hflip:
         steps.append(RandomHFlip(0.5))
     if color_jitter > 0:

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 import torch
 from torchvision.transforms import v2
 
-from ..data.transforms import ImageToFloat, JointRandomScale, RandomHFlip
+from ..data.transforms import ImageToFloat, JointRandomCrop, JointRandomScale, RandomHFlip
 from .cache_store import (DTYPES, ArraySpec, CacheError, MemoryArray, PartialArray,
                           check_writable, locked, open_complete)
 
@@ -61,16 +61,52 @@ def find_flip(transform) -> Optional[RandomHFlip]:
     return next((s for s in _steps(transform) if isinstance(s, RandomHFlip)), None)
 
 
+def _name(step) -> str:
+    key = next((k for cls, k in _RANDOM_STEPS if isinstance(step, cls)), None)
+    return f"{key} ({step!r})" if key else repr(step)
+
+
 def check_exact(transform) -> None:
     """Raise CacheError naming the first random step other than a horizontal flip."""
     for step in _steps(transform):
-        if isinstance(step, _EXACT_STEPS):
-            continue
-        key = next((k for cls, k in _RANDOM_STEPS if isinstance(step, cls)), None)
-        what = f"{key} ({step!r})" if key else repr(step)
-        raise CacheError(f"teacher.cache (exact) allows random horizontal flips only; {what} "
-                         "makes the teacher's output differ every epoch. Remove it, set "
-                         "teacher.cache.mode: approximate, or teacher.cache: false")
+        if not isinstance(step, _EXACT_STEPS):
+            raise CacheError(f"teacher.cache (exact) allows random horizontal flips only; "
+                             f"{_name(step)} makes the teacher's output differ every epoch. "
+                             "Remove it, set teacher.cache.mode: approximate, or teacher.cache: false")
+
+
+def check_approximate(transform) -> Optional[JointRandomCrop]:
+    """The crop of a transform the approximate cache can follow (flip, scale, crop); raise
+    CacheError naming a photometric step, or a random scale without a crop."""
+    steps = _steps(transform)
+    for step in steps:
+        if not isinstance(step, (*_EXACT_STEPS, JointRandomScale, JointRandomCrop)):
+            raise CacheError(f"teacher.cache (approximate) follows flips, scales and crops only; "
+                             f"{_name(step)} changes the image in other ways. Remove it, or "
+                             "set teacher.cache: false")
+    crop = next((s for s in steps if isinstance(s, JointRandomCrop)), None)
+    if crop is None and any(isinstance(s, JointRandomScale) for s in steps):
+        raise CacheError("teacher.cache (approximate) needs data.crop with data.scale (a fixed "
+                         "training size); set data.crop or teacher.cache: false")
+    return crop
+
+
+class ViewTags:
+    """Tells what the random steps of ``transform`` did to the last sample: ``view`` (1 when
+    flipped) and, after a crop, ``window``: the crop in the prepared image's normalised
+    coordinates (y0, y1, x0, x1), -1..1 edge to edge (a scale does not change them)."""
+
+    def __init__(self, transform) -> None:
+        self.flip = find_flip(transform)
+        self.crop = next((s for s in _steps(transform) if isinstance(s, JointRandomCrop)), None)
+
+    def __call__(self) -> dict:
+        out = {"view": int(self.flip is not None and self.flip.flipped)}
+        if self.crop is not None and getattr(self.crop, "window", None) is not None:
+            top, left, h, w, H, W = self.crop.window
+            out["window"] = (2 * top / H - 1, 2 * (top + h) / H - 1,
+                             2 * left / W - 1, 2 * (left + w) / W - 1)
+        return out
 
 
 @lru_cache(maxsize=8)
@@ -134,9 +170,39 @@ class StageCache:
         rows = batch["index"] * self.views + batch["view"]
         out = {}
         for pos, c in self.positions.items():
-            t = c.array.read(rows).to(device, non_blocking=True)
+            t = self._shape(pos, c.array.read(rows), batch).to(device, non_blocking=True)
             out[pos] = t.contiguous(memory_format=torch.channels_last) if c.channels_last else t
         return out
+
+    def _shape(self, pos: tuple[str, str], t: torch.Tensor, batch: dict) -> torch.Tensor:
+        return t
+
+
+class WarpedStageCache(StageCache):
+    """Approximate mode: the cached output (teacher on the prepared image, per flip) is cut
+    and resized like the image was: each sample's crop ``window`` (prepared-image coordinates;
+    a scale does not change them) is sampled bilinearly onto the grid the live teacher gives
+    at the crop size (``sizes``); the crop's padding and the half pixel past the image edge
+    repeat the edge (as a resize clamps there).
+
+    The flipped sample is the crop of the flipped image at the mirrored window, so the cached
+    flipped view (the teacher on the flipped image) is sampled at x -> -x."""
+
+    def __init__(self, positions: dict, views: int, sizes: dict[tuple[str, str], tuple[int, int]]):
+        super().__init__(positions, views)
+        self.sizes = sizes
+
+    def _shape(self, pos: tuple[str, str], t: torch.Tensor, batch: dict) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        y0, y1, x0, x1 = batch["window"].unbind(1)
+        tx = torch.where(batch["view"] == 1, -(x1 + x0) / 2, (x1 + x0) / 2)
+        theta = torch.zeros(len(t), 2, 3)
+        theta[:, 0, 0], theta[:, 0, 2] = (x1 - x0) / 2, tx
+        theta[:, 1, 1], theta[:, 1, 2] = (y1 - y0) / 2, (y1 + y0) / 2
+        grid = F.affine_grid(theta, [len(t), t.shape[1], *self.sizes[pos]], align_corners=False)
+        out = F.grid_sample(t.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return out.to(t.dtype)
 
 
 def _channels_last(t: torch.Tensor) -> bool:
@@ -177,7 +243,15 @@ class TeacherCache:
 
     # ------------------------------------------------------------------ inputs
     def _view(self, ds, flip: Optional[RandomHFlip], item: int, view: int) -> torch.Tensor:
-        """Item ``item``'s image as the training loader gives it in ``view`` (1 = flipped)."""
+        """Item ``item``'s image as the training loader gives it in ``view`` (1 = flipped);
+        approximate mode: the prepared image (flipped in view 1), before any scale or crop."""
+        if self.cfg.mode == "approximate":
+            from torchvision import tv_tensors
+            from torchvision.transforms.v2 import functional as TF
+
+            image = tv_tensors.Image(ds.load_prepared(item)[0])
+            image = TF.horizontal_flip(image) if view else image
+            return ds.normalize(TF.to_dtype(image, torch.float32, scale=True))
         if flip is not None:
             flip.force = bool(view)
         try:
@@ -192,11 +266,14 @@ class TeacherCache:
         x = torch.stack([self._view(ds, flip, i, v) for i in items for v in range(views)])
         if len(rows) == 1:  # the CPU computes a batch of one with other kernels: pad to two
             x = torch.cat([x, x])
+        out = self._teacher(x)
+        return rows, {p: t[:len(rows)] for p, t in out.items()}
+
+    def _teacher(self, x: torch.Tensor) -> dict:
         x = x.to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self.teacher_fn(x)
-        return rows, {p: t[:len(rows)] for p, t in out.items()}
+        return self.teacher_fn(x)
 
     # ------------------------------------------------------------------ stage
     def for_stage(self, ds, positions: list[tuple[str, str]]) -> Optional[StageCache]:
@@ -204,7 +281,11 @@ class TeacherCache:
         None when nothing is needed or it does not fit (``over_budget: live``)."""
         if not positions:
             return None
-        check_exact(ds.transform)
+        crop = None
+        if self.cfg.mode == "approximate":
+            crop = check_approximate(ds.transform)
+        else:
+            check_exact(ds.transform)
         flip = find_flip(ds.transform)
         views = 2 if flip is not None else 1
         key = {**self.key, **self._ids.setdefault(id(ds), dataset_identity(ds)), "views": views}
@@ -222,7 +303,12 @@ class TeacherCache:
             arrays = self._memory_arrays(ds, flip, specs, views)
         else:
             arrays = self._disk_arrays(ds, flip, specs, views, self.root / digest, key)
-        return StageCache({p: CachedPosition(arrays[p], layout[p]) for p in specs}, views)
+        cached = {p: CachedPosition(arrays[p], layout[p]) for p in specs}
+        if crop is None:
+            return StageCache(cached, views)
+        with torch.random.fork_rng(devices=[]), torch.no_grad():  # the live grid at the crop size
+            live = self._teacher(torch.zeros(2, 3, *crop.size))
+        return WarpedStageCache(cached, views, {p: tuple(t.shape[-2:]) for p, t in live.items()})
 
     def _fits(self, specs: dict, digest: str, n: int, views: int) -> bool:
         """Print the size; False (with a message) or CacheError when it is over budget."""

@@ -48,6 +48,8 @@ def pad_collate(batch: list[dict], ignore_index: int = 255) -> dict[str, Any]:
     if "index" in batch[0]:  # which item and view each sample is (the teacher cache's row)
         out["index"] = torch.tensor([b["index"] for b in batch])
         out["view"] = torch.tensor([b["view"] for b in batch])
+    if "window" in batch[0]:  # where each sample's crop lay (the approximate teacher cache)
+        out["window"] = torch.tensor([b["window"] for b in batch], dtype=torch.float32)
     return out
 
 
@@ -192,13 +194,14 @@ class SeededDataset(torch.utils.data.Dataset):
     """Wraps a dataset so that ``ds[(i, seed)]`` seeds torch's RNG before loading item ``i``.
 
     Each sample also says which item it is (``index``) and which view of it the random
-    transforms made (``view``: 1 when horizontally flipped, else 0): the teacher cache's key."""
+    transforms made (``view``: 1 when horizontally flipped, else 0; ``window``: where a random
+    crop lay): the teacher cache's key."""
 
     def __init__(self, ds) -> None:
-        from ..distill.teacher_cache import find_flip
+        from ..distill.teacher_cache import ViewTags
 
         self.ds = ds
-        self.flip = find_flip(getattr(ds, "transform", None))
+        self.tags = ViewTags(getattr(ds, "transform", None))
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -212,7 +215,7 @@ class SeededDataset(torch.utils.data.Dataset):
             torch.default_generator.manual_seed(seed)
         sample = self.ds[i]
         if isinstance(sample, dict):
-            sample["index"], sample["view"] = i, int(self.flip is not None and self.flip.flipped)
+            sample.update(index=i, **self.tags())
         return sample
 
 
