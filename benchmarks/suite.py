@@ -50,6 +50,16 @@ CPU_PLAN: list[list[str]] = [
      "--batches", "10", "--rounds", "3"],
 ]
 
+# cpu-small: what a shared 2-core machine affords in ~15 min of CPU time: every pair at 96x128
+CPU_SMALL_PLAN: list[list[str]] = [
+    [STEP, "--pair", "unet", *CPU, "--precision", "bf16", "--batch", "8", "--size", "96,128",
+     "--iters", "15"],
+    [STEP, "--pair", "unet", *CPU, "--precision", "32", "--batch", "8", "--size", "96,128",
+     "--iters", "15"],
+    [STEP, "--pair", "deeplab", *CPU, "--precision", "bf16", "--batch", "8", "--size", "96,128",
+     "--iters", "15"],
+]
+
 # GPU (one H200, --budget 480): CUDA-event timing, 3 steps per round, 2 warm-up rounds (compile);
 # most informative first, so a budget cut drops the tail.
 GPU = ["--device", "cuda", "--iters", "15", "--warmup", "2", "--steps", "3"]
@@ -84,7 +94,7 @@ TOY_PLAN: list[list[str]] = [
     [DATA, *TOY, "--workers", "0", "--batches", "1", "--rounds", "1", "--step-rounds", "1"],
 ]
 
-PLANS = {"cpu": CPU_PLAN, "gpu": GPU_PLAN}
+PLANS = {"cpu": CPU_PLAN, "cpu-small": CPU_SMALL_PLAN, "gpu": GPU_PLAN}
 
 
 # ============================================================================ plan -> commands

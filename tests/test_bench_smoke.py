@@ -199,3 +199,33 @@ def test_suite_require_td_fails_fast(suite, tmp_path, capsys, monkeypatch):
     suite.main(["--tier", "cpu", "--require-td", "--dry-run", "--out", str(tmp_path)])
     assert all("--require-td" in ln for ln in capsys.readouterr().out.splitlines()
                if "bench_step.py" in ln and not ln.startswith("#"))
+
+
+# ============================================================================ gpu_bundle.py
+def test_gpu_bundle_jpeg_camvid_and_requirements(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    gb = _load("gpu_bundle")
+    src = tmp_path / "camvid"
+    for split, n in (("train", 3), ("val", 2)):
+        (src / split).mkdir(parents=True)
+        (src / f"{split}annot").mkdir()
+        for i in range(n):
+            Image.fromarray(np.full((8, 12, 3), 40 * i, np.uint8)).save(src / split / f"f{i}.png")
+            Image.fromarray(np.full((8, 12), i, np.uint8)).save(src / f"{split}annot" / f"f{i}.png")
+    assert gb.main(["camvid", str(src), str(tmp_path / "out"), "--images", "2", "--val", "5"]) == 0
+    out = tmp_path / "out"
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["f0.jpg", "f1.jpg"]
+    assert len(list((out / "val").iterdir())) == 2
+    label = out / "trainannot" / "f1.png"
+    assert label.read_bytes() == (src / "trainannot" / "f1.png").read_bytes()  # labels lossless
+    from segkd.data import build_dataset
+
+    ds = build_dataset("camvid", root=str(out), split="train")  # segkd reads the JPEG copy
+    assert len(ds) == 2
+    with pytest.raises(SystemExit):
+        gb.main(["camvid", str(tmp_path / "nothing"), str(tmp_path / "o2")])
+    deps = gb.closure({"pydantic", "torch"}, skip={"annotated-types"})
+    assert "pydantic" in deps and "pydantic-core" in deps  # followed through requirements
+    assert "torch" not in deps and "annotated-types" not in deps  # provided / skipped
