@@ -10,13 +10,15 @@ import typer
 def study(spec: Path = typer.Argument(..., help="study spec YAML"),
           dry_run: bool = typer.Option(False, "--dry-run", help="list the runs and their status only"),
           keep_going: bool = typer.Option(False, "--keep-going", help="continue after a failed run"),
-          no_report: bool = typer.Option(False, "--no-report", help="skip the tables at the end")) -> None:
+          no_report: bool = typer.Option(False, "--no-report", help="skip the tables at the end"),
+          limit: Optional[int] = typer.Option(None, "--limit", min=1, help="train or resume at most N "
+                                              "runs, then stop (the next call continues)")) -> None:
     """Students x methods x data fractions x seeds with one teacher; resumable."""
     from .cli import _overrides, out
     from .study import run_study
 
     run_study(spec, dry_run=dry_run, keep_going=keep_going, extra=_overrides(None),
-              report=not no_report, console=out)
+              report=not no_report, console=out, limit=limit)
 
 
 def report(run_dirs: List[Path] = typer.Argument(..., help="run directories or folders of runs"),

@@ -297,14 +297,18 @@ def status_table(spec: StudySpec, arms: list[Arm]) -> Table:
 
 
 def _run_all(spec: StudySpec, arms: list[Arm], extra: list[str], keep_going: bool,
-             console: Console) -> list[str]:
-    failures = []
+             console: Console, limit: Optional[int] = None) -> list[str]:
+    failures, ran = [], 0
     for i, arm in enumerate(arms, 1):
+        if limit is not None and ran >= limit and arm.status != "done":
+            console.print(f"stopping after {ran} run(s) (--limit); the rest stay for the next call")
+            break
         console.print(f"[bold]({i}/{len(arms)})[/bold] {arm.method} {arm.encoder} "
                       f"f{arm.fraction:g} s{arm.seed}: {arm.status}")
         try:
-            run_arm(arm, spec.name, extra)
+            ran += run_arm(arm, spec.name, extra) != "skipped"
         except SegkdError as err:
+            ran += 1
             if not keep_going:
                 raise
             failures.append(f"{arm.run_dir}: {err}")
@@ -314,8 +318,10 @@ def _run_all(spec: StudySpec, arms: list[Arm], extra: list[str], keep_going: boo
 
 def run_study(spec_path: str | Path, dry_run: bool = False, keep_going: bool = False,
               extra: Optional[list[str]] = None, report: bool = True,
-              console: Optional[Console] = None) -> list[Arm]:
-    """Run (or, with ``dry_run``, list) every arm of a study; then report over its out_dir."""
+              console: Optional[Console] = None, limit: Optional[int] = None) -> list[Arm]:
+    """Run (or, with ``dry_run``, list) every arm of a study; then report over its out_dir.
+    ``limit``: train or resume at most that many arms, then stop (a machine shared in turns, or
+    new code picked up between runs); finished arms are skipped as always."""
     console = console or Console()
     extra = list(extra or [])
     spec = load_spec(spec_path)
@@ -334,7 +340,9 @@ def run_study(spec_path: str | Path, dry_run: bool = False, keep_going: bool = F
         if not ckpt.is_file():
             raise SegkdError(f"the teacher run {teacher.run_dir} left no checkpoint ({ckpt})")
         arms = plan_arms(spec, ckpt)
-    failures = _run_all(spec, arms, extra, keep_going, console)
+    if all(a.status == "done" for a in arms):
+        console.print(f"study {spec.name} complete: all {len(arms)} run(s) done")
+    failures = _run_all(spec, arms, extra, keep_going, console, limit)
     if report and any(out.rglob("summary.json")):
         from .report import report as write_report
 

@@ -181,3 +181,35 @@ def test_real_tiny_study(tmp_path, monkeypatch):
     assert summary["teacher"] == str((tmp_path / "out" / "teacher" / "best.pt").resolve())
     csv_text = (tmp_path / "out" / "results.csv").read_text()
     assert "unet-kd_resnet10,kd,1.0" in csv_text and "unet-kd_resnet10,teacher,1.0" in csv_text
+
+
+def test_results_dir_mirrors_runs_and_counts_them_done(setup):
+    """A finished arm's small files are copied to results_dir; a fresh out_dir (another machine,
+    a fresh checkout with the committed results) skips those arms instead of repeating them."""
+    root, spec, fake = setup
+    spec = {**spec, "students": ["kd_resnet10"], "methods": {"scratch": "scratch.yaml"},
+            "fractions": [1.0], "results_dir": str(root / "results"), "per_method_set": {}}
+    spec.pop("teacher")
+    run_study(_write_spec(root, spec), console=_quiet(root), report=False)
+    mirrored = root / "results" / "scratch" / "kd_resnet10" / "f1.0" / "s0" / "summary.json"
+    assert mirrored.is_file() and not (mirrored.parent / "best.pt").exists()
+    assert (mirrored.parent / "study.json").is_file()
+    n = len(fake.calls)
+    spec["out_dir"] = str(root / "elsewhere")
+    run_study(_write_spec(root, spec), console=_quiet(root), report=False)
+    assert len(fake.calls) == n  # nothing re-run
+
+
+def test_limit_runs_at_most_n_arms_then_the_next_call_continues(setup):
+    root, spec, fake = setup
+    spec = {**spec, "students": ["kd_resnet10"], "methods": {"scratch": "scratch.yaml"}, "fractions": [1.0],
+            "per_method_set": {}}
+    spec.pop("teacher")
+    path = _write_spec(root, spec)
+    run_study(path, console=_quiet(root), report=False, limit=1)
+    assert [c["run_dir"].rsplit("/", 1)[-1] for c in fake.calls] == ["s0"]
+    run_study(path, console=_quiet(root), report=False, limit=1)
+    assert [c["run_dir"].rsplit("/", 1)[-1] for c in fake.calls] == ["s0", "s1"]
+    run_study(path, console=_quiet(root), report=False, limit=1)
+    assert len(fake.calls) == 2
+    assert "complete: all 2 run(s) done" in (root / "console.txt").read_text()
