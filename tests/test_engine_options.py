@@ -87,3 +87,65 @@ def test_teacher_batchnorm_in_train_mode_uses_and_updates_batch_statistics(tmp_p
     assert eng.distiller.teacher.training is train_bn
     eng.distiller.eval()
     assert eng.distiller.teacher.training is False  # validation: running statistics
+
+
+class _FrozenBlockNet(torch.nn.Module):
+    """stem (conv + BN) -> block (conv + BatchNorm without affine parameters + Dropout) -> head."""
+
+    def __init__(self, num_classes: int = 4) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8, affine=False),
+                                   nn.ReLU(), nn.Dropout2d(0.5))
+        self.head = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(self.stem(x)))
+
+
+def _register_net() -> str:
+    from segkd.registry import MODELS
+
+    name = "test_frozen_block_net"
+    if name not in MODELS.names():
+        MODELS.register(name)(_FrozenBlockNet)
+    return name
+
+
+def test_set_trainable_follows_globs_and_ancestors():
+    from segkd.distill.freeze import set_trainable
+    from segkd.errors import ConfigError
+
+    net = _FrozenBlockNet()
+    assert set_trainable(net, ["stem"]) == 4  # a module's path covers its parameters: conv, BN
+    assert {n for n, p in net.named_parameters() if p.requires_grad} == {
+        "stem.0.weight", "stem.0.bias", "stem.1.weight", "stem.1.bias"}
+    assert set_trainable(net, ["*"], ["stem.1", "block"]) == 4  # frozen wins: stem conv + head
+    assert {n for n, p in net.named_parameters() if p.requires_grad} == {
+        "stem.0.weight", "stem.0.bias", "head.weight", "head.bias"}
+    with pytest.raises(ConfigError, match="'stem.9' matches no module"):
+        set_trainable(net, ["stem.9"])
+
+
+@pytest.mark.parametrize("trainable,frozen", [(["stem", "head"], []), (["*"], ["block"])])
+def test_a_frozen_part_keeps_its_batchnorm_statistics_even_without_affine(tmp_path, tiny,
+                                                                          trainable, frozen):
+    """Through the engine: the frozen block's BatchNorm(affine=False) has no parameters of its
+    own, yet sits in a frozen part: its running statistics must not move (nor Dropout run);
+    the trainable stem's BatchNorm does update."""
+    stage = {"name": "s", "epochs": 1, "iters_per_epoch": 2, "trainable": trainable,
+             "frozen": frozen, "terms": [{"loss": "ce"}], "optimizer": SGD}
+    raw = tiny(model={"arch": _register_net(), "encoder": None}, stages=[stage],
+               eval={"splits": []})
+    init = _initial(raw)
+    eng = Engine(config_from_dict(raw), tmp_path / "r")
+    eng.run()
+    after = _weights(tmp_path / "r")
+    for k in ("block.0.weight", "block.1.running_mean", "block.1.running_var",
+              "block.1.num_batches_tracked"):
+        assert torch.equal(after[k], init[k]), k
+    assert not torch.equal(after["stem.1.running_mean"], init["stem.1.running_mean"])
+    assert not torch.equal(after["head.weight"], init["head.weight"])
+    eng.distiller.train()
+    assert not eng.distiller.student.block[1].training and not eng.distiller.student.block[3].training
