@@ -50,3 +50,13 @@ def test_summary_records_the_choice_and_reason(tmp_path, tiny):
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())["precision"]
     value, reason = resolve_precision("auto", "cpu")
     assert saved == {"requested": "auto", "value": value, "reason": reason}
+
+
+@pytest.mark.parametrize("bf16, want", [(True, "bf16-mixed"), (False, "16-mixed")])
+def test_auto_on_cuda_follows_native_bf16(monkeypatch, bf16, want):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Some GPU")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
+    value, reason = resolve_precision("auto", "cuda")
+    assert value == want and "Some GPU" in reason

@@ -34,7 +34,11 @@ def resolve_precision(precision: str, accelerator: str,
             import torch
 
             name = torch.cuda.get_device_name()
-            if torch.cuda.is_bf16_supported(including_emulation=False):
+            try:  # torch < 2.4 has no including_emulation (and does not count emulation)
+                native = torch.cuda.is_bf16_supported(including_emulation=False)
+            except TypeError:
+                native = torch.cuda.is_bf16_supported()
+            if native:
                 return "bf16-mixed", f"auto: {name} computes bf16 natively"
             return "16-mixed", f"auto: {name} has no native bf16; fp16 autocast instead"
         if accelerator == "cpu":
