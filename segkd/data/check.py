@@ -163,10 +163,11 @@ def check_split(ds: SegmentationDataset, split: str, files: int,
                 options: dict[str, Any] | None = None) -> SplitFacts:
     """Examine up to ``files`` pairs of ``ds`` (items that are files on disk)."""
     facts = SplitFacts(split)
-    on_disk = [i for i, (img, _) in enumerate(ds.items) if isinstance(img, Path) and img.is_file()]
-    for k in sample_indices(len(on_disk), files):
-        _examine(ds, on_disk[k], facts)
-    if any(ds.items[i][1] is not None for i in on_disk):
+    sample = [i for i in sample_indices(len(ds.items), files)  # generated items: nothing to read
+              if isinstance(ds.items[i][0], Path) and ds.items[i][0].is_file()]
+    for i in sample:
+        _examine(ds, i, facts)
+    if any(ds.items[i][1] is not None for i in sample):
         _mask_findings(ds, facts, options or {})
     return facts
 
