@@ -321,3 +321,57 @@ def test_one_bit_masks_pass_prepare_and_train(segkd, tmp_path):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["splits"]["val"]["per_class_iou"][1] is not None
+
+
+# ----------------------------------------------------------------------------- Cityscapes layout
+def cityscapes_tree(root: Path) -> Path:
+    """val: labelIds of road (7) and car (26); test: all 0 (unlabeled), as published."""
+    rng = np.random.default_rng(0)
+    for split, ids in (("val", (7, 26)), ("test", (0,))):
+        name = "frankfurt_000000_000294"
+        png(root / "leftImg8bit" / split / "frankfurt" / f"{name}_leftImg8bit.png",
+            rng.integers(0, 255, (SIZE, SIZE, 3), np.uint8))
+        png(root / "gtFine" / split / "frankfurt" / f"{name}_gtFine_labelIds.png",
+            rng.choice(np.array(ids, np.uint8), (SIZE, SIZE)))
+    return root
+
+
+@pytest.fixture(scope="module")
+def cityscapes_model(tmp_path_factory) -> Path:
+    """An untrained 19-class segkd checkpoint with the Cityscapes classes (eval/predict only)."""
+    from segkd.data.cityscapes import CITYSCAPES_CLASSES
+    from segkd.engine.build import build_from_spec
+    from segkd.engine.checkpoint import save_checkpoint
+    from segkd.engine.state import model_checkpoint
+
+    spec = {"arch": "unet", "kwargs": {"encoder": "kd_resnet10", "num_classes": 19,
+                                       "decoder_channels": [32, 16, 16, 8, 8]}}
+    meta = {"classes": list(CITYSCAPES_CLASSES), "num_classes": 19, "ignore_index": 255,
+            "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    path = tmp_path_factory.mktemp("cs") / "cs.pt"
+    save_checkpoint(model_checkpoint(build_from_spec(spec).eval(), spec, [], meta,
+                                     {"data": {"name": "cityscapes"}}), path)
+    return path
+
+
+def test_cityscapes_test_split_eval_refused_val_scored(segkd, tmp_path, cityscapes_model):
+    root = cityscapes_tree(tmp_path / "cs")
+    proc = segkd("eval", str(cityscapes_model), "--data-root", str(root), "--split", "test")
+    assert_clean_error(proc, "no labeled pixels in the 1 checked mask(s) of split 'test'",
+                       "frankfurt_000000_000294_gtFine_labelIds.png",
+                       "label mapping of dataset 'cityscapes' sends every mask value [0] to the "
+                       "ignore index 255", "labels withheld")
+    proc = segkd("eval", str(cityscapes_model), "--data-root", str(root), "--split", "val")
+    assert proc.returncode == 0, proc.stderr
+    assert "mIoU" in proc.stdout
+
+
+def test_cityscapes_submission_from_a_cityscapes_model(segkd, tmp_path, cityscapes_model):
+    root = cityscapes_tree(tmp_path / "cs")
+    out = tmp_path / "sub"
+    proc = segkd("predict", str(cityscapes_model), str(root / "leftImg8bit" / "test"),
+                 "--out", str(out), "--format", "cityscapes")
+    assert proc.returncode == 0, proc.stderr
+    written = Image.open(out / "frankfurt_000000_000294_leftImg8bit.png")
+    assert set(np.unique(np.asarray(written)).tolist()) <= {7, 8, 11, 12, 13, 17, 19, 20, 21, 22,
+                                                            23, 24, 25, 26, 27, 28, 31, 32, 33}
