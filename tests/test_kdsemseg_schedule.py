@@ -86,6 +86,15 @@ def test_study_arms_keep_the_seeds_schedule(name: str, monkeypatch) -> None:
         _check(load_config(arm.config, arm.overrides), f"{name}:{method}")
 
 
+def test_kdsemseg_tables_teacher_uses_the_seeds_schedule(monkeypatch) -> None:
+    """The GPU study at the seed's budget trains its teacher with the seed's optimiser too."""
+    from segkd.study import load_spec, teacher_arm
+
+    monkeypatch.chdir(ROOT)
+    arm = teacher_arm(load_spec(ROOT / "configs" / "studies" / "kdsemseg_tables.yaml"))
+    _check(load_config(arm.config, arm.overrides), "kdsemseg_tables:teacher")
+
+
 def test_schedule_cycles_beta1_and_warms_up_30_percent() -> None:
     """The transcription itself: starts at max_lr/25 with beta1 0.95, peaks at 30% of the
     steps (beta1 0.85), ends near max_lr/25/1e4 with beta1 back at 0.95."""
