@@ -162,8 +162,10 @@ class SchedCfg(_Strict):
     name: Literal["none", "poly", "onecycle", "cosine", "plateau", "step"] = "none"
     power: float = 0.9  # poly
     max_lr: Optional[float] = None  # onecycle (default: optimizer lr)
-    pct_start: float = 0.1  # onecycle warm-up fraction
+    pct_start: float = 0.3  # onecycle warm-up fraction (torch's OneCycleLR default)
     anneal_strategy: Literal["cos", "linear"] = "cos"
+    # torch's default is True (momentum / Adam's beta1 cycled max -> base -> max); kept False so
+    # that recipes written without it keep a constant beta1 (the kdsemseg recipes set it)
     cycle_momentum: bool = False
     base_momentum: float = 0.85
     max_momentum: float = 0.95

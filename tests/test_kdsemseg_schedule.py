@@ -121,3 +121,13 @@ def test_camvid_cpu_recipes_keep_their_own_schedule(name: str) -> None:
         o, s = stage.optimizer, stage.schedule
         assert (o.name, o.lr, o.weight_decay) == ("adam", 1e-3, 1e-4), name
         assert (s.name, s.max_lr, s.pct_start, s.cycle_momentum) == ("onecycle", 1e-3, 0.1, False)
+
+
+def test_onecycle_warmup_default_is_torchs() -> None:
+    """`schedule: {name: onecycle}` without pct_start warms up as torch's OneCycleLR does."""
+    import inspect
+
+    from segkd.config import SchedCfg
+
+    torch_default = inspect.signature(torch.optim.lr_scheduler.OneCycleLR).parameters["pct_start"]
+    assert SchedCfg().pct_start == torch_default.default == 0.3
