@@ -156,16 +156,18 @@ class OptimCfg(_Strict):
     nesterov: bool = False
     betas: tuple[float, float] = (0.9, 0.999)
     param_groups: list[ParamGroupCfg] = []
+    # keep the previous stage's optimizer (its groups, learning rates and state) and add the
+    # parameters that newly train as new groups at this stage's lr: Plug and Play's incremental
+    # plan (the original adds each replaced conv with add_param_group); false: a fresh optimizer
+    continue_previous: bool = False
 
 
 class SchedCfg(_Strict):
     name: Literal["none", "poly", "onecycle", "cosine", "plateau", "step"] = "none"
     power: float = 0.9  # poly
     max_lr: Optional[float] = None  # onecycle (default: optimizer lr)
-    pct_start: float = 0.3  # onecycle warm-up fraction (torch's OneCycleLR default)
+    pct_start: float = 0.1  # onecycle warm-up fraction
     anneal_strategy: Literal["cos", "linear"] = "cos"
-    # torch's default is True (momentum / Adam's beta1 cycled max -> base -> max); kept False so
-    # that recipes written without it keep a constant beta1 (the kdsemseg recipes set it)
     cycle_momentum: bool = False
     base_momentum: float = 0.85
     max_momentum: float = 0.95
@@ -175,6 +177,13 @@ class SchedCfg(_Strict):
     min_lr: float = 0.0
     factor: float = 0.5  # plateau / step
     patience: int = 0  # plateau (monitors the epoch's mean training loss)
+    threshold: float = 1e-4  # plateau: the least improvement that counts (torch's default)
+    threshold_mode: Literal["rel", "abs"] = "rel"  # plateau: threshold relative or absolute
+    cooldown: int = 0  # plateau: epochs after a reduction before bad epochs count again
+    # poly / cosine: one curve over this stage and the consecutive stages that also set it
+    # (length = their steps summed; each starts where the previous ended), as the original OFD
+    # runs one poly schedule over its connector epoch and the training epochs
+    across_stages: bool = False
     step_epochs: int = 30  # step
 
 
@@ -205,6 +214,15 @@ class StageCfg(_Strict):
     data: Literal["labeled", "images"] = "labeled"  # images: labels never reach the loss
     trainable: list[str] = ["*"]  # globs over student module paths
     frozen: list[str] = []  # globs removed from trainable
+    # the cheap blocks this run installed (this stage's and earlier stages') train besides
+    # `trainable` (Plug and Play trains only the replaced convs: `trainable: []`)
+    train_replaced: bool = True
+    # eval: student modules none of whose parameters train (and parameterless ones inside
+    # them: Dropout, BN without affine) run in eval mode, like the eval-mode teacher they were
+    # copied from; train: every module trains (BatchNorm on batch statistics, running
+    # statistics updated), e.g. OFD's connector epoch, where the original student is in
+    # train mode while only the connectors learn
+    frozen_mode: Literal["eval", "train"] = "eval"
     terms: list[TermCfg] = [TermCfg(loss="ce", teacher=None)]
     optimizer: OptimCfg = OptimCfg()
     schedule: SchedCfg = SchedCfg()

@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..registry import CONNECTORS, LOSSES
 from . import connectors as _connectors  # noqa: F401  (registers connectors)
 from . import losses as _losses  # noqa: F401  (registers losses)
-from .freeze import freeze_bn_stats, frozen_batchnorms
+from .freeze import frozen_modules, keep_in_eval
 from .recorder import Recorder, get_module
 
 LOGITS = "logits"
@@ -71,7 +71,7 @@ class Distiller(nn.Module):
             teacher.eval()
         self.s_rec = Recorder(student, "student")
         self.t_rec = Recorder(teacher, "teacher") if teacher is not None else None
-        self._frozen_bn: list[nn.Module] = []
+        self._frozen: list[nn.Module] = []  # student parts kept in eval mode (see freeze.py)
         self.margin_bn: dict[str, str] = {}  # term name -> teacher BatchNorm path (OFD)
 
     # ------------------------------------------------------------------ configuration
@@ -159,12 +159,14 @@ class Distiller(nn.Module):
         if self.teacher is not None:
             self.teacher.train(mode and self.teacher_train_bn)
         if mode:
-            freeze_bn_stats(self._frozen_bn)
+            keep_in_eval(self._frozen)
         return self
 
-    def refresh_frozen_bn(self) -> None:
-        """Recompute which student BatchNorms are frozen (after trainable flags change)."""
-        self._frozen_bn = frozen_batchnorms(self.student)
+    def refresh_frozen(self, frozen_eval: bool = True) -> None:
+        """Recompute which student parts stay in eval mode while training (after trainable flags
+        change): every module none of whose parameters train, with what it contains, when
+        ``frozen_eval``; none when False (the whole student follows the training mode)."""
+        self._frozen = frozen_modules(self.student) if frozen_eval else []
         self.train(self.training)
 
     @property

@@ -1,15 +1,16 @@
 """Which student parameters train in a stage, and BatchNorm that stays frozen with its part.
 
 A parameter trains when its module path (or any ancestor's) matches a ``trainable`` glob and
-none matches a ``frozen`` glob. A BatchNorm whose parameters are all frozen is kept in eval
-mode, so its running statistics never move (kdsemseg's original let them drift).
+none matches a ``frozen`` glob. A module none of whose parameters train is kept in eval mode
+with everything inside it (BatchNorm running statistics never move, Dropout is off), so a frozen
+part computes exactly what the eval-mode teacher it was copied from computes (kdsemseg's original
+let BatchNorm statistics drift; Plug and Play's frozen DeepWV3Plus parts ran Dropout2d).
 """
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
 import torch.nn as nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import ConfigError
 
@@ -40,19 +41,24 @@ def set_trainable(model: nn.Module, trainable: list[str], frozen: list[str] = ()
     return count
 
 
-def frozen_batchnorms(model: nn.Module) -> list[nn.Module]:
-    """BatchNorm modules all of whose parameters are frozen (or that have none and sit in a
-    frozen parent)."""
-    out = []
-    for m in model.modules():
-        if isinstance(m, _BatchNorm):
-            params = list(m.parameters())
-            if params and not any(p.requires_grad for p in params):
-                out.append(m)
+def frozen_modules(model: nn.Module) -> list[nn.Module]:
+    """The largest modules that have parameters and none that trains (``model`` itself when
+    nothing in it trains). Putting them in eval mode also covers the modules without parameters
+    inside them (Dropout, BatchNorm without affine, pooling): those sit in a frozen part. A
+    parameterless module whose enclosing module still trains keeps the training mode."""
+    out: list[nn.Module] = []
+    inside: str | None = None  # path of the last module taken; its descendants are covered
+    for name, m in model.named_modules():
+        if inside is not None and (inside == "" or name.startswith(inside + ".")):
+            continue
+        params = list(m.parameters())
+        if params and not any(p.requires_grad for p in params):
+            out.append(m)
+            inside = name
     return out
 
 
-def freeze_bn_stats(modules: list[nn.Module]) -> None:
-    """Put the given BatchNorm modules in eval mode (running statistics stay fixed)."""
+def keep_in_eval(modules: list[nn.Module]) -> None:
+    """Put the given modules (and everything inside them) in eval mode."""
     for m in modules:
         m.eval()

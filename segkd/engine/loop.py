@@ -10,7 +10,6 @@ from typing import Any, Optional
 import torch
 
 from ..config import Config, StageCfg, dump_config
-from ..distill.freeze import set_trainable
 from ..errors import ConfigError, NonFiniteLoss, SegkdError
 from .build import (apply_replacements, build_distiller, build_from_spec, build_teacher,
                     build_teacher_cache, load_state, model_from_checkpoint, model_spec, stage_terms)
@@ -19,7 +18,8 @@ from .data import build_data, make_loader, resolve_workers
 from .evaluate import evaluate
 from .fabric import make_fabric, resolve_precision
 from .logger import RunLogger
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, extend_optimizer
+from .plan import optimizer_chain, schedule_span, stage_trainable
 from .state import model_checkpoint, rng_state, seed_all, set_rng_state
 
 
@@ -38,6 +38,7 @@ class Engine:
                          "replaced_upto": 0, "images": 0, "train_time": 0.0}
         self.history: list[dict] = []
         self._slow_data_said = False
+        self._opt: Optional[torch.optim.Optimizer] = None  # the raw optimizer of the stage
 
     # ================================================================== setup
     def _setup(self) -> Optional[dict]:
@@ -123,16 +124,41 @@ class Engine:
             for r in stage.replace:
                 recs = apply_replacements(d.student, [r.model_dump()])
                 self.replacements.append({"paths": [x["path"] for x in recs], "block": r.block,
-                                          "options": r.options})
+                                          "options": r.options, "stage": si})
                 self.replaced_records += recs
-            d.student.to(self.fabric.device)
+            # new blocks in the run's memory format, as a resumed run builds them (exact resume)
+            fmt = torch.channels_last if self.cfg.trainer.channels_last else torch.preserve_format
+            d.student.to(self.fabric.device, memory_format=fmt)
             self.progress["replaced_upto"] = si + 1
-        set_trainable(d.student, stage.trainable, stage.frozen)
+        chain = optimizer_chain(self.cfg.stages, si)
+        if chain and self._opt is None:  # resumed inside a plan: rebuild its optimizer's groups
+            for j in chain:
+                stage_trainable(d.student, self.cfg.stages[j], j, self.replacements, hide_later=True)
+                d.configure(stage_terms(self.cfg.stages[j]), self._probe())
+                self._stage_optimizer(j, self.cfg.stages[j].optimizer, j > chain[0])
+        stage_trainable(d.student, stage, si, self.replacements)
         d.configure(stage_terms(stage), self._probe())
-        d.refresh_frozen_bn()
-        opt = build_optimizer(d, stage.optimizer)
+        d.refresh_frozen(stage.frozen_mode == "eval")
+        opt = self._stage_optimizer(si, stage.optimizer, bool(chain))
         module, opt = self.fabric.setup(d, opt, move_to_device=True)
         return module, opt
+
+    def _stage_optimizer(self, si: int, cfg, extend: bool) -> torch.optim.Optimizer:
+        """A fresh optimizer, or the previous stage's one extended by the newly trainable
+        parameters (``optimizer.continue_previous``)."""
+        if extend:
+            n = extend_optimizer(self._opt, self.distiller, cfg)
+            self.logger.info(f"stage {si + 1}: optimizer continued, {n} new parameter group(s), "
+                             f"{len(self._opt.param_groups)} in all")
+        else:
+            self._opt = build_optimizer(self.distiller, cfg)
+        return self._opt
+
+    def _stage_steps(self, j: int) -> int:
+        """Optimizer steps of stage ``j`` (for a schedule spanning several stages)."""
+        stage = self.cfg.stages[j]
+        iters = stage.iters_per_epoch or len(self._loaders(stage)[0])
+        return stage.epochs * -(-iters // self.cfg.trainer.grad_accum)
 
     # ================================================================== run
     def run(self) -> dict:
@@ -170,7 +196,9 @@ class Engine:
         if iters == 0:
             raise ConfigError(f"stage '{stage.name}': the training set has fewer images than one batch")
         steps = stage.epochs * -(-iters // self.cfg.trainer.grad_accum)
-        sched, when = build_scheduler(opt, stage.schedule, steps, stage.optimizer.lr)
+        offset, total = schedule_span(self.cfg.stages, si,
+                                      lambda j: steps if j == si else self._stage_steps(j))
+        sched, when = build_scheduler(opt, stage.schedule, total, stage.optimizer.lr, offset)
         start = 0
         if ckpt is not None and ckpt["progress"]["stage"] == si:
             opt.load_state_dict(ckpt["optimizer"])
