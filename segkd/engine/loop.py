@@ -163,6 +163,8 @@ class Engine:
     # ================================================================== run
     def run(self) -> dict:
         ckpt = self._setup()
+        if ckpt is not None:
+            self._earlier_connectors(self.progress["stage"])
         t0 = time.time()
         try:
             for si, stage in enumerate(self.cfg.stages):
@@ -174,6 +176,13 @@ class Engine:
         finally:
             self.logger.close()
         return summary
+
+    def _earlier_connectors(self, upto: int) -> None:
+        """Resuming at stage ``upto``: install the terms of the stages before it once, so that
+        their connectors exist as in the uninterrupted run (frozen, saved in every checkpoint)
+        and the checkpoint's connectors load strictly, each key into its own module."""
+        for stage in self.cfg.stages[:upto]:
+            self.distiller.configure(stage_terms(stage), self._probe())
 
     def _loaders(self, stage: StageCfg):
         cfg, f = self.cfg, self.fabric
@@ -204,8 +213,9 @@ class Engine:
             opt.load_state_dict(ckpt["optimizer"])
             if sched is not None and ckpt.get("scheduler"):
                 sched.load_state_dict(ckpt["scheduler"])
-            if ckpt.get("connectors"):
-                self.distiller.connectors.load_state_dict(ckpt["connectors"], strict=False)
+            # strict: a missing or renamed connector must not leave random weights behind
+            load_state(self.distiller.connectors, ckpt.get("connectors", {}),
+                       f"{self.run_dir / 'last.pt'} (connectors)")
             set_rng_state(ckpt["rng"])
             start = ckpt["progress"]["epoch"]
         else:
