@@ -1,14 +1,18 @@
 """The whole benchmark suite in one command: every ``bench_step.py`` and ``bench_data.py`` run of
-a tier, each in its own process, then one combined table, the headline ratios and the data
+a tier, each in its own process, then the step rows, the headline comparisons (median of
+per-round ratios with bootstrap 95% intervals), every comparison's verdict and the data
 verdict, printed and written to ``DIR/suite.json`` and ``DIR/suite.md``.
 
-    python benchmarks/suite.py --tier cpu|gpu [--quick] [--only unet,deeplab,data] --out DIR
-    python benchmarks/suite.py --tier gpu --dry-run --out DIR     # print the commands only
+    python benchmarks/suite.py --tier cpu|cpu-small|gpu [--quick] [--only unet,deeplab,data] \
+        [--budget SECONDS] [--require-td] --out DIR
+    python benchmarks/suite.py --tier gpu --budget 480 --dry-run --out DIR   # plan + estimates
 
 Sub-commands run with this interpreter (``sys.executable``): run the suite from the venv that
-has torchdistill (see requirements-torchdistill.txt) to get the ``td_kd`` rows. Each writes
-``DIR/<name>.json`` and its console output to ``DIR/<name>.log``. A failed sub-command does not
-stop the others; the suite exits 1 at the end and names it.
+has torchdistill (see requirements-torchdistill.txt) to get the ``td_kd`` rows; ``--require-td``
+makes its absence an error. Each writes ``DIR/<name>.json`` and its console output to
+``DIR/<name>.log``. A failed sub-command does not stop the others; the suite exits 1 at the end
+and names it. ``--budget`` keeps the jobs (in plan order) whose estimates fit and stops a job
+that runs past it.
 """
 from __future__ import annotations
 
