@@ -137,3 +137,38 @@ def test_evaluation_shards_read_each_item_once():
         names = [n for r in range(world) for b in make_loader(ds, 2, False, 0, 0, world, r)
                  for n in b["name"]]
         assert sorted(names) == sorted(p.name for p, _ in ds.items), (world, names)
+
+
+def test_two_processes_run_a_plan_whose_stage_has_parameters_outside_its_loss(tmp_path,
+                                                                              teacher_ckpt):
+    """Stage 1 trains layer3 and layer4 with a hint at layer3 only (as a Plug and Play or
+    stagewise plan may): layer4's parameters receive no gradient, which DDP refuses unless it
+    looks for unused parameters; stage 2 re-wraps the student to train the head. Two processes
+    must give the one-process weights (layer4 untouched in both)."""
+    hint = {"loss": "mse", "student": "encoder.model.layer3.0.act2",
+            "teacher": "encoder.model.layer3.0.act2"}
+    sgd = {"name": "sgd", "lr": 0.05, "momentum": 0.0}
+    stages = [{"name": "hint", "epochs": 1, "iters_per_epoch": 2, "frozen": FROZEN_BN,
+               "trainable": ["encoder.model.layer3", "encoder.model.layer4"], "terms": [hint],
+               "optimizer": sgd},
+              {"name": "head", "epochs": 1, "iters_per_epoch": 2, "frozen": FROZEN_BN,
+               "trainable": ["segmentation_head"], "terms": [{"loss": "ce"}], "optimizer": sgd}]
+    cfg = write_config(tmp_path / "cfg.yaml", stages=stages, teacher={"checkpoint": str(teacher_ckpt)},
+                       data={"options": {"num_images": 4}})
+    one = _run_here(cfg, tmp_path / "one")
+    two = _run(cfg, tmp_path / "two", "distill", "trainer.devices=2", "trainer.accelerator=cpu",
+               "data.batch_size=2")
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    last = load_checkpoint(tmp_path / "two" / "last.pt")
+    wa, wb = load_checkpoint(tmp_path / "one" / "last.pt")["state_dict"], last["state_dict"]
+    assert [h["stage"] for h in last["history"]] == [0, 1]
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-5, rtol=1e-4, msg=k)
+    from segkd.engine.build import build_from_spec
+    from segkd.engine.state import seed_all
+
+    seed_all(0)  # the config's seed: the student's initial weights
+    init = build_from_spec(last["model"]).state_dict()
+    # (the downsample convs: timm zero-initialises each block's last BN scale, frozen here)
+    for k in ("encoder.model.layer4.0.downsample.0.weight", "encoder.model.layer3.0.downsample.0.weight"):
+        assert torch.equal(wb[k], init[k]) == ("layer4" in k), k  # layer4 unused, layer3 trained

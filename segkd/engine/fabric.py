@@ -94,6 +94,18 @@ def make_fabric(cfg: TrainerCfg):
         or "WORLD_SIZE" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
     if strategy == "auto" and multi:
         strategy = "ddp"
+    if strategy == "ddp":
+        strategy = _ddp()
     precision = run_precision(cfg.precision, accelerator)
     return Fabric(accelerator=accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
                   strategy=strategy, precision=precision)
+
+
+def _ddp():
+    """DDP that tolerates trainable parameters outside a stage's loss: a stage may train a part
+    its terms do not reach (layer4 trainable, hint at layer3; connectors of other stages), which
+    plain DDP refuses at the next step ("Expected to have finished reduction"). DDP then walks
+    the autograd graph once per step to find them: a small cost, paid only on several processes."""
+    from lightning.fabric.strategies import DDPStrategy
+
+    return DDPStrategy(find_unused_parameters=True)
