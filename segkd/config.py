@@ -97,6 +97,12 @@ class TeacherCacheCfg(_Strict):
     over_budget: Literal["live", "refuse"] = "live"  # live: fall back to the live teacher
     batch_size: Optional[int] = Field(None, ge=2)  # teacher batch while building (data.batch_size)
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        """YAML reads a bare ``off`` as False."""
+        return "off" if v is False else v
+
 
 class TeacherCfg(_Strict):
     checkpoint: Optional[str] = None  # segkd checkpoint (a run's best.pt or import-teacher output)
@@ -370,8 +376,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             if last:
                 node[part] = yaml.safe_load(value)
             else:
-                if isinstance(node, dict) and node.get(part) is None:
-                    node[part] = {}
+                if isinstance(node, dict) and not isinstance(node.get(part), (dict, list)):
+                    node[part] = {}  # also a scalar shorthand: `cache: true` + cache.dir=...
                 node = node[part]
     return raw
 

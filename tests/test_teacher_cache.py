@@ -326,3 +326,14 @@ def test_camvid_distillation_recipes_use_the_exact_cache():
         d = cfg.data
         check_exact(split_transforms(True, size=d.size, scale=d.scale, crop=d.crop, hflip=d.hflip,
                                      color_jitter=d.color_jitter, blur=d.blur)[1])
+
+
+def test_cache_switches_from_the_command_line():
+    """`cache: true` in a recipe, then --set teacher.cache.dir=... / teacher.cache=false."""
+    from segkd.config import load_config
+
+    kd = Path(__file__).parents[1] / "configs" / "camvid" / "kd.yaml"
+    assert load_config(kd, ["teacher.cache.dir=/x"]).teacher.cache.dir == "/x"
+    assert load_config(kd, ["teacher.cache.storage=memory"]).teacher.cache.mode == "exact"
+    assert load_config(kd, ["teacher.cache=false"]).teacher.cache is None
+    assert load_config(kd, ["teacher.cache.mode=off"]).teacher.cache.mode == "off"

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -343,6 +344,7 @@ class TeacherCache:
         chunks = [todo[i:i + per] for i in range(0, len(todo), per)]
         if self.progress is not None:
             self.progress.start_epoch(title, len(chunks))
+        start = time.perf_counter()
         try:
             with torch.random.fork_rng(devices=[]), torch.no_grad():
                 for chunk in chunks:
@@ -356,6 +358,8 @@ class TeacherCache:
         finally:
             if self.progress is not None:
                 self.progress.end_epoch()
+        self.say(f"teacher cache: {len(todo)} images x {views} view(s) computed in "
+                 f"{time.perf_counter() - start:.1f} s")
 
     def _memory_arrays(self, ds, flip, specs: dict, views: int) -> dict:
         keep = {p: a for p, a in self._memory.items() if p in specs and a.spec == specs[p]}
