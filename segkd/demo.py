@@ -37,14 +37,14 @@ def demo_configs(out: Path, epochs: int, quick: bool) -> dict[str, dict]:
     return {"teacher": teacher, "baseline": baseline, "distilled": distilled}
 
 
-def run_demo(out: Path, epochs: int = 0, quick: bool = False, console=None) -> list[dict]:
-    import os
-
+def run_demo(out: Path, epochs: int = 0, quick: bool = False, console=None,
+             quiet: bool = False) -> list[dict]:
+    """Train the demo's three runs under ``out`` and return their table rows (``quiet``: no
+    progress bars)."""
     from .engine import Engine
     from .models.profile import count_flops, measure_latency
     from .engine.build import model_from_checkpoint
 
-    quiet = bool(os.environ.get("SEGKD_QUIET"))
     rows = []
     for label, raw in demo_configs(out, epochs, quick).items():
         if quiet:

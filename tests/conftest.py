@@ -76,13 +76,10 @@ def segkd(monkeypatch, capsys):
     """``segkd(*args)``: run ``segkd -q ARGS`` in-process via ``segkd.cli.main`` and return a
     CompletedProcess (exit code, stdout, stderr) like a subprocess."""
     import torch
-    from rich.console import Console
 
     import segkd.cli as entry
 
-    monkeypatch.setattr(entry, "err", Console(stderr=True, width=1000))  # one line per message
-    monkeypatch.setattr(entry, "out", Console(width=1000))
-    monkeypatch.delenv("SEGKD_QUIET", raising=False)  # -q sets it; restored afterwards
+    monkeypatch.setenv("COLUMNS", "1000")  # every rich console is this wide: one line per message
     threads = torch.get_num_threads()
 
     def run(*args: str) -> subprocess.CompletedProcess:

@@ -313,7 +313,7 @@ def test_sbd_without_scipy_names_what_is_missing_before_downloading(server, tmp_
 def test_cityscapes_prints_what_to_fetch(tmp_path):
     import typer
 
-    from segkd.cli_data import register
+    from segkd.cli.data import register
 
     app = typer.Typer()
     register(app)

@@ -201,7 +201,7 @@ def test_cli_export(ckpts: dict[str, Path], tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from segkd.cli import app
-    from segkd.cli_export import register
+    from segkd.cli.export import register
 
     register(app)
     onnx_path, st_path = tmp_path / "s.onnx", tmp_path / "w" / "s.safetensors"

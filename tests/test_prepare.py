@@ -8,7 +8,7 @@ from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
-from segkd.cli_data import parse_options, register
+from segkd.cli.data import parse_options, register
 from segkd.data.prepare import prepare, print_report
 from segkd.errors import ConfigError
 

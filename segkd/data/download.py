@@ -15,7 +15,6 @@ Where the checksum is unknown (None) the computed sha256 is printed and the file
 from __future__ import annotations
 
 import http.client
-import os
 import shutil
 import stat
 import tarfile
@@ -83,10 +82,10 @@ def sha256_of(path: Path) -> str:
 
 
 def _progress(show: bool) -> Progress:
-    """A rich download bar (off when ``show`` is False or SEGKD_QUIET is set)."""
+    """A rich download bar (off when ``show`` is False: ``segkd -q download``)."""
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                     TransferSpeedColumn(), TimeRemainingColumn(), console=console,
-                    disable=not show or bool(os.environ.get("SEGKD_QUIET")))
+                    disable=not show)
 
 
 def _total_size(resp: http.client.HTTPResponse, start: int) -> int | None:
@@ -356,7 +355,7 @@ def _sbd(root: Path, base_url: str | None, sha256: str | None, keep: bool, kw: d
     archive = _fetch_archive("sbd", root, base_url, sha256, **kw)
     extract(archive, root / "SBD", _sbd_select)
     _finish(archive, keep)
-    build_train_aug(root / "VOCdevkit" / "VOC2012", root / "SBD", read_mask)
+    build_train_aug(root / "VOCdevkit" / "VOC2012", root / "SBD", read_mask, bool(kw["progress"]))
 
 
 def download(name: str, root: str | Path, base_url: str | None = None, *,

@@ -5,7 +5,6 @@ SBD's ``cls/<id>.mat`` are MATLAB files (struct ``GTcls`` with field ``Segmentat
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -58,11 +57,13 @@ def _aug_mask(voc: Path, sbd: Path, image_id: str, read_mask: MaskReader) -> np.
     return read_mask(mat) if mat.is_file() else None
 
 
-def build_train_aug(voc: Path, sbd: Path, read_mask: MaskReader) -> list[str]:
+def build_train_aug(voc: Path, sbd: Path, read_mask: MaskReader,
+                    progress: bool = True) -> list[str]:
     """Write ``SegmentationClassAug/<id>.png`` (grey index masks) and
     ``ImageSets/Segmentation/train_aug.txt`` into the VOC2012 folder ``voc``; return the ids.
 
     Ids without a VOC JPEG are left out (with a warning); an id with no mask is a DataError.
+    ``progress``: show a progress bar (off under ``segkd -q``).
     """
     ids = train_aug_ids(voc, sbd)
     no_image = {i for i in ids if not (voc / "JPEGImages" / f"{i}.jpg").is_file()}
@@ -72,8 +73,7 @@ def build_train_aug(voc: Path, sbd: Path, read_mask: MaskReader) -> list[str]:
     out = voc / "SegmentationClassAug"
     out.mkdir(exist_ok=True)
     missing = []
-    quiet = bool(os.environ.get("SEGKD_QUIET"))
-    for image_id in track(ids, description="SegmentationClassAug", console=console, disable=quiet):
+    for image_id in track(ids, description="SegmentationClassAug", console=console, disable=not progress):
         mask = _aug_mask(voc, sbd, image_id, read_mask)
         if mask is None:
             missing.append(image_id)

@@ -6,6 +6,8 @@ from typing import List, Optional
 
 import typer
 
+from .base import out, overrides
+
 
 def study(spec: Path = typer.Argument(..., help="study spec YAML"),
           dry_run: bool = typer.Option(False, "--dry-run", help="list the runs and their status only"),
@@ -14,10 +16,9 @@ def study(spec: Path = typer.Argument(..., help="study spec YAML"),
           limit: Optional[int] = typer.Option(None, "--limit", min=1, help="train or resume at most N "
                                               "runs, then stop (the next call continues)")) -> None:
     """Students x methods x data fractions x seeds with one teacher; resumable."""
-    from .cli import _overrides, out
-    from .study import run_study
+    from ..study import run_study
 
-    run_study(spec, dry_run=dry_run, keep_going=keep_going, extra=_overrides(None),
+    run_study(spec, dry_run=dry_run, keep_going=keep_going, extra=overrides(None),
               report=not no_report, console=out, limit=limit)
 
 
@@ -32,8 +33,7 @@ def report(run_dirs: List[Path] = typer.Argument(..., help="run directories or f
            teacher_score: Optional[float] = typer.Option(None, "--teacher-score", help="the teacher's "
                                                          "val score: adds the share of the gap closed")) -> None:
     """Mean ± std over seeds per (model, method, fraction): results.md, results.csv, per_class.md."""
-    from .cli import out
-    from .report import report as write_report
+    from ..report import report as write_report
 
     dest = out_dir or (run_dirs[0] if run_dirs[0].is_dir() else run_dirs[0].parent)
     written = write_report(run_dirs, dest, per_image=per_image, sample_std=sample_std, plot=plot,

@@ -4,11 +4,11 @@ from __future__ import annotations
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from .base import out
+
 cheap = typer.Typer(no_args_is_help=True, help="Cheap-convolution students (Plug and Play).")
-out = Console()
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -18,7 +18,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def plan_rows(model, paths: list[str], block: str, options: dict, size: tuple[int, int]):
     """(student, rows) for replacing ``paths`` (exact) in a copy of ``model``."""
-    from .models.cheap import make_cheap_student, replacement_table
+    from ..models.cheap import make_cheap_student, replacement_table
 
     student, records = make_cheap_student(model, paths, block, **options)
     return student, replacement_table(records, model, student, size)
@@ -48,9 +48,9 @@ def plan(model: str = typer.Argument(..., help="teacher checkpoint, config or ar
          latency: bool = typer.Option(True, "--latency/--no-latency")) -> None:
     """Show what a replacement (explicit or automatic) does: per-conv and total params/FLOPs,
     and measured CPU latency of teacher vs student."""
-    from .describe import load_any_model
-    from .models.cheap import auto_plan, resolve_paths
-    from .models.profile import measure_latency
+    from ..describe import load_any_model
+    from ..models.cheap import auto_plan, resolve_paths
+    from ..models.profile import measure_latency
 
     teacher, what = load_any_model(model, classes)
     hw = _size(size)
@@ -77,4 +77,5 @@ def plan(model: str = typer.Argument(..., help="teacher checkpoint, config or ar
 
 
 def register(app: typer.Typer) -> None:
+    """Add the ``cheap`` command group to the ``segkd`` app."""
     app.add_typer(cheap, name="cheap")

@@ -1,4 +1,4 @@
-"""``segkd download`` and ``segkd prepare``: getting data in (registered by segkd.cli)."""
+"""``segkd download`` and ``segkd prepare``: getting data in."""
 from __future__ import annotations
 
 import json
@@ -6,11 +6,9 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
-from rich.console import Console
 
-from .errors import ConfigError
-
-out = Console()
+from ..errors import ConfigError
+from .base import flags, out
 
 
 def parse_options(options_json: Optional[str], sets: Optional[List[str]]) -> dict[str, Any]:
@@ -44,9 +42,10 @@ def download_cmd(
     force: bool = typer.Option(False, "--force", help="fetch even if the dataset already loads"),
 ) -> None:
     """Download, verify and extract a public dataset (resumable); Cityscapes: what to fetch."""
-    from .data.download import download
+    from ..data.download import download
 
-    download(name, root, base_url, sha256=sha256, keep_archive=keep_archive, force=force)
+    download(name, root, base_url, sha256=sha256, keep_archive=keep_archive, force=force,
+             progress=not flags.quiet)
 
 
 def prepare_cmd(
@@ -66,11 +65,11 @@ def prepare_cmd(
     from the files, and a config that trains on the dataset is printed (``--config``: written).
     Exits with code 1 when the report has errors.
     """
-    from .data.prepare import prepare, print_report
+    from ..data.prepare import prepare, print_report
 
     options = parse_options(options_json, set_)
     if name == "folder":
-        from .data.folder_setup import detect_layout
+        from ..data.folder_setup import detect_layout
 
         options = {**detect_layout(root, options), **options}
         options = _with_class_count(root, options, max_masks)
@@ -87,8 +86,8 @@ def prepare_cmd(
 def _with_class_count(root: Path, options: dict[str, Any], max_masks: int) -> dict[str, Any]:
     """Without class names (no classes / num_classes option, no classes.txt), the class count
     implied by a first look at the mask values (0/255 masks: 2 classes)."""
-    from .data.folder_setup import class_count
-    from .data.prepare import prepare
+    from ..data.folder_setup import class_count
+    from ..data.prepare import prepare
 
     if options.get("classes") or options.get("num_classes") or (root / "classes.txt").is_file():
         return options
@@ -98,7 +97,7 @@ def _with_class_count(root: Path, options: dict[str, Any], max_masks: int) -> di
 
 def _print_config(report: Any, root: Path, options: dict[str, Any], path: Optional[Path]) -> None:
     """Print (and with ``path``, write) the config suggested for a folder dataset."""
-    from .data.folder_setup import config_text, suggest_config
+    from ..data.folder_setup import config_text, suggest_config
 
     text = config_text(suggest_config(report, root, options), root, report.ok)
     out.print("\n[bold]suggested config[/bold]" + (f" (written to {path})" if path else "") + ":")

@@ -9,12 +9,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from .errors import SegkdError
-
-out = Console()
+from ..errors import SegkdError
+from .base import out, pair
 
 
 def _parity_table(info: dict) -> Table:
@@ -41,16 +39,15 @@ def export(checkpoint: Path = typer.Argument(..., help="segkd checkpoint (best.p
            tolerance: float = typer.Option(1e-4, "--tolerance",
                                            help="max relative error onnxruntime vs PyTorch")) -> None:
     """Export a checkpoint for deployment: ONNX (checked against PyTorch) and/or safetensors."""
-    from .cli import _pair
-    from .export import export_onnx, export_safetensors
-    from .writable import check_output_file
+    from ..export import export_onnx, export_safetensors
+    from ..writable import check_output_file
 
     if not onnx and not safetensors:
         raise SegkdError("nothing to export: give --onnx OUT.onnx and/or --safetensors OUT.safetensors")
     for path, option in ((onnx, "--onnx"), (safetensors, "--safetensors")):
         if path:
             check_output_file(path, option)
-    size_hw = _pair(size)
+    size_hw = pair(size)
     if safetensors:
         info = export_safetensors(str(checkpoint), str(safetensors))
         out.print(f"wrote {info['path']} ({info['tensors']} tensors) and {info['sidecar']}")

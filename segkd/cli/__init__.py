@@ -1,0 +1,47 @@
+"""The ``segkd`` command line: parse, build, run. No logic of its own.
+
+``base`` holds the app, the root flags (``--quiet``, ``--debug``), the console and the argument
+helpers; each other module adds one group of commands with its ``register(app)``, called here in
+the order ``segkd --help`` lists them. ``main`` turns errors into one line and an exit code.
+"""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..console import errors as err
+from ..errors import SegkdError, user_message
+from . import cheap, data, export, info, study, train
+from .base import app, flags
+
+__all__ = ["app", "main"]
+
+for _group in (train, info, export, data, study, cheap):
+    _group.register(app)
+
+
+def main() -> None:
+    """Run the app; a SegkdError is one red ``error:`` line and exit code 2 (a traceback with
+    ``--debug``), Ctrl-C exits 130, a usage error prints click's message and its code."""
+    debug = "--debug" in sys.argv
+    try:
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except SegkdError as e:
+        if debug:
+            raise
+        from rich.markup import escape  # a message may hold "[...]" (lists, globs)
+
+        err.print(f"[bold red]error:[/bold red] {escape(user_message(e))}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except (typer.Abort, typer.Exit) as e:
+        sys.exit(getattr(e, "exit_code", 1))
+    except Exception as e:  # usage errors (click's, or typer's vendored copy of click)
+        if hasattr(e, "show") and hasattr(e, "exit_code") and not flags.debug:
+            e.show()
+            sys.exit(e.exit_code)
+        raise
