@@ -66,3 +66,25 @@ def test_demo_quick(segkd, tmp_path):
     for run in ("teacher", "baseline", "distilled"):
         assert (tmp_path / "demo" / run / "summary.json").is_file()
     assert "demo" in proc.stdout and "distilled" in proc.stdout
+
+
+def test_quiet_is_passed_down_to_each_invocation(monkeypatch, tmp_path):
+    """``-q`` reaches the code that draws progress bars as an argument, for that invocation only
+    (it was an environment variable, SEGKD_QUIET, that stayed set for the rest of the process)."""
+    from typer.testing import CliRunner
+
+    import segkd.cli.train as train_cmds
+    from segkd.cli import app
+
+    seen: list = []
+    monkeypatch.setattr("segkd.runs.run_training", lambda config, overrides, *a: seen.append(
+        "trainer.progress=false" in overrides) or (tmp_path, {}))
+    monkeypatch.setattr(train_cmds, "print_summary", lambda *a: None)
+    monkeypatch.setattr("segkd.data.download.download", lambda *a, progress, **kw: seen.append(not progress))
+    monkeypatch.setattr("segkd.demo.run_demo", lambda *a, quiet: seen.append(quiet))
+    runner = CliRunner()
+    for args in (["-q", "train", "x.yaml"], ["train", "x.yaml"], ["-q", "download", "camvid"],
+                 ["download", "camvid"], ["-q", "demo"], ["demo"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args, result.output, result.exception)
+    assert seen == [True, False, True, False, True, False]

@@ -102,3 +102,109 @@ def test_no_top_level_module_shadows_the_standard_library():
     names = {p.stem for p in PKG.glob("*.py")}
     shadowing = sorted(n for n in names if n in sys.stdlib_module_names and n not in {"__init__"})
     assert not shadowing, f"modules named like the standard library: {shadowing}"
+
+
+# ----------------------------------------------------------------------------- the command line
+CLI = PKG / "cli"
+# Library modules that still make their own stderr console, each with settings of its own (the
+# engine's log and progress, run-directory notices, data-check warnings). The command line's
+# consoles are made once, in segkd/console.py; this list may shrink, never grow.
+OWN_CONSOLES = {"segkd.engine.logger", "segkd.runs", "segkd.data.check"}
+
+
+def _trees(root: Path) -> dict[str, ast.Module]:
+    return {_module_name(p): ast.parse(p.read_text()) for p in sorted(root.rglob("*.py"))}
+
+
+def _is_console_call(node: ast.AST) -> bool:
+    return isinstance(node, ast.Call) and (
+        (isinstance(node.func, ast.Name) and node.func.id == "Console")
+        or (isinstance(node.func, ast.Attribute) and node.func.attr == "Console"))
+
+
+def _import_time_nodes(tree: ast.Module):
+    """Every node evaluated when the module is imported: module and class bodies, decorators and
+    default values, but not the bodies of functions."""
+    stack: list[ast.AST] = list(tree.body)
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            args = node.args
+            stack += [*node.decorator_list] if not isinstance(node, ast.Lambda) else []
+            stack += [*args.defaults, *[d for d in args.kw_defaults if d is not None]]
+        else:
+            stack += list(ast.iter_child_nodes(node))
+
+
+def consoles_made_at_import(trees: dict[str, ast.Module]) -> set[str]:
+    """Modules that construct a rich ``Console`` when imported."""
+    return {m for m, tree in trees.items() if any(_is_console_call(n) for n in _import_time_nodes(tree))}
+
+
+def dynamic_imports(trees: dict[str, ast.Module]) -> set[str]:
+    """Modules that import ``importlib`` or call ``import_module`` / ``__import__``."""
+    found = set()
+    for mod, tree in trees.items():
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Call):
+                f = node.func
+                names = [f.id if isinstance(f, ast.Name) else getattr(f, "attr", "")]
+            if any(n.split(".")[0] == "importlib" or n in ("import_module", "__import__") for n in names):
+                found.add(mod)
+    return found
+
+
+def environment_users(trees: dict[str, ast.Module]) -> set[str]:
+    """Modules that read or write ``os.environ`` / call ``os.getenv`` / ``os.putenv``."""
+    return {mod for mod, tree in trees.items() for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "putenv")
+            and isinstance(node.value, ast.Name) and node.value.id == "os"}
+
+
+def test_cli_commands_are_registered_by_plain_imports():
+    """segkd/cli/ registers its command groups with plain imports: an importlib registration
+    hid the circle cli <-> cli_export / cli_study (which imported helpers back from cli)."""
+    assert not dynamic_imports(_trees(CLI))
+
+
+def test_cli_modules_do_not_import_the_package_face():
+    """segkd/cli/__init__ imports every command module to register it, so a command module that
+    imports from ``segkd.cli`` itself closes a circle (which the circle check above forgives a
+    child, as ``from . import x``). Shared helpers live in segkd/cli/base.py."""
+    graph = import_graph()
+    back = sorted(m for m, deps in graph.items()
+                  if m.startswith("segkd.cli.") and m != "segkd.cli.__main__" and "segkd.cli" in deps)
+    assert not back, f"modules importing segkd.cli's __init__: {back}"
+
+
+def test_flags_are_passed_down_not_through_the_environment():
+    """--quiet / --debug reach the code that prints as arguments; the CLI sets no environment
+    variable (SEGKD_QUIET was set by the root callback and read by demo, download and sbd)."""
+    assert not environment_users(_trees(CLI))
+    assert not [p for p in PKG.rglob("*.py") if "SEGKD_QUIET" in p.read_text()]
+
+
+def test_consoles_are_made_once():
+    """The command line prints through segkd/console.py's consoles; no other module makes one at
+    import time (each cli module had its own ``out = Console()``)."""
+    made = consoles_made_at_import(_trees(PKG))
+    assert made - OWN_CONSOLES == {"segkd.console"}
+
+
+def test_structure_checks_see_planted_code():
+    planted = {"segkd.cli.x": ast.parse(
+        "import importlib, os\nfrom rich.console import Console\nout = Console()\n"
+        "def f(c=Console()):\n    os.environ['SEGKD_QUIET'] = '1'\n"
+        "    importlib.import_module('segkd.cli.y').register(None)\n"),
+        "segkd.cli.y": ast.parse("def g():\n    from rich.console import Console\n    return Console()\n"),
+        "segkd.cli.z": ast.parse("class A:\n    c = __import__('rich.console').console.Console()\n")}
+    assert dynamic_imports(planted) == {"segkd.cli.x", "segkd.cli.z"}
+    assert environment_users(planted) == {"segkd.cli.x"}
+    assert consoles_made_at_import(planted) == {"segkd.cli.x", "segkd.cli.z"}
+    assert consoles_made_at_import({"d": ast.parse("def f(c=Console()):\n    pass\n")}) == {"d"}
