@@ -375,3 +375,20 @@ def test_cityscapes_submission_from_a_cityscapes_model(segkd, tmp_path, cityscap
     written = Image.open(out / "frankfurt_000000_000294_leftImg8bit.png")
     assert set(np.unique(np.asarray(written)).tolist()) <= {7, 8, 11, 12, 13, 17, 19, 20, 21, 22,
                                                             23, 24, 25, 26, 27, 28, 31, 32, 33}
+
+
+def test_warnings_are_printed_by_the_main_process_only(tmp_path, monkeypatch, capsys):
+    """In a multi-process run every rank checks (and would stop), one prints the warnings."""
+    from segkd.data.check import check_splits
+    from segkd.errors import DataError
+
+    tree = folder_tree(tmp_path / "data", classes=2)
+    masks(tree, lambda shape: np.full(shape, 255, np.uint8))
+    ds = {"train": _folder(tree)}
+    check_splits(ds, "warn")
+    assert "no labeled pixels" in capsys.readouterr().err
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    check_splits(ds, "warn")
+    assert capsys.readouterr().err == ""
+    with pytest.raises(DataError, match="no labeled pixels"):
+        check_splits(ds, "error")

@@ -18,6 +18,7 @@ set), "warn" prints errors as warnings, "off" skips the check.
 """
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,18 @@ def sample_indices(n: int, limit: int) -> list[int]:
     if n <= limit:
         return list(range(n))
     return np.unique(np.linspace(0, n - 1, limit).round().astype(int)).tolist()
+
+
+def _main_process() -> bool:
+    """False in the other processes of a multi-process run (they check too, to stop with the
+    same error, but one process prints the warnings)."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def _say(msg: str) -> None:
+    """Print a warning line on stderr (main process only)."""
+    if _main_process():
+        _console.print(f"[yellow]warning:[/yellow] {escape(msg)}", highlight=False)
 
 
 # ----------------------------------------------------------------------------- one file
@@ -187,8 +200,7 @@ def check_splits(datasets: dict[str, Optional[SegmentationDataset]], mode: str =
         raise DataError(f"data.check must be one of {', '.join(CHECK_MODES)}, got '{mode}'")
     if mode == "off":
         return []
-    say = say or (lambda msg: _console.print(f"[yellow]warning:[/yellow] {escape(msg)}",
-                                             highlight=False))
+    say = say or _say
     facts = [check_split(ds, split, files, options) for split, ds in datasets.items() if ds is not None]
     problems = [p for f in facts for p in f.problems]
     for level, msg in problems:
