@@ -75,7 +75,10 @@ class ModelCfg(_Strict):
     output_stride: Optional[Literal[8, 16, 32]] = None
     num_classes: Optional[int] = None  # default: the dataset's class count
     kwargs: dict[str, Any] = {}
-    init_from: Optional[str] = None  # a segkd checkpoint whose model weights initialise this one
+    init_from: Optional[str] = None  # a segkd checkpoint whose weights initialise this one, or "teacher"
+    # strict: the same architecture; shared: every tensor with the same name and shape (e.g. a
+    # ResNet18 UNet from a ResNet34 one: stem, decoder, head, first blocks of each stage)
+    init_match: Literal["strict", "shared"] = "strict"
     from_teacher: bool = False  # student = a copy of the teacher (Plug and Play), then `replace`
 
 
@@ -112,6 +115,19 @@ class TeacherCfg(_Strict):
     # auto: the run's precision (under mixed precision the frozen teacher's conv/linear weights
     # are stored in bf16/fp16, the type autocast computes them in); 32: the teacher in float32
     precision: Literal["auto", "32", "bf16", "16"] = "auto"
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_number(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v  # 32 -> "32"
+
+    @field_validator("checkpoint", "weights")
+    @classmethod
+    def _not_onnx(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and str(v).lower().endswith(".onnx"):
+            raise ValueError(f"'{v}' is an ONNX export: a teacher is a segkd checkpoint (.pt, e.g. "
+                             "the best.pt the .onnx was exported from) or PyTorch weights")
+        return v
     cache: Optional[TeacherCacheCfg] = None  # None: the live teacher
 
     @field_validator("cache", mode="before")
@@ -121,19 +137,6 @@ class TeacherCfg(_Strict):
         if isinstance(v, bool):
             return {} if v else None
         return v
-
-    @field_validator("checkpoint", "weights")
-    @classmethod
-    def _not_onnx(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and str(v).lower().endswith(".onnx"):
-            raise ValueError(f"'{v}' is an ONNX export: a teacher is a segkd checkpoint (.pt, e.g. "
-                             "the best.pt the .onnx was exported from) or PyTorch weights")
-        return v
-
-    @field_validator("precision", mode="before")
-    @classmethod
-    def _precision_number(cls, v: Any) -> Any:
-        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v  # 32 -> "32"
 
 
 class TermCfg(_Strict):
@@ -172,8 +175,10 @@ class SchedCfg(_Strict):
     name: Literal["none", "poly", "onecycle", "cosine", "plateau", "step"] = "none"
     power: float = 0.9  # poly
     max_lr: Optional[float] = None  # onecycle (default: optimizer lr)
-    pct_start: float = 0.1  # onecycle warm-up fraction
+    pct_start: float = 0.3  # onecycle warm-up fraction (torch's OneCycleLR default)
     anneal_strategy: Literal["cos", "linear"] = "cos"
+    # torch's default is True (momentum / Adam's beta1 cycled max -> base -> max); kept False so
+    # that recipes written without it keep a constant beta1 (the kdsemseg recipes set it)
     cycle_momentum: bool = False
     base_momentum: float = 0.85
     max_momentum: float = 0.95

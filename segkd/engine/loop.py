@@ -12,7 +12,8 @@ import torch
 from ..config import Config, StageCfg, dump_config
 from ..errors import ConfigError, NonFiniteLoss, SegkdError
 from .build import (apply_replacements, build_distiller, build_from_spec, build_teacher,
-                    build_teacher_cache, load_state, model_from_checkpoint, model_spec, stage_terms)
+                    build_teacher_cache, load_state, model_spec, stage_terms)
+from .init import initialise_student
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import build_data, make_loader, resolve_workers
 from .evaluate import evaluate
@@ -73,9 +74,8 @@ class Engine:
         else:
             self.spec = model_spec(cfg.model, n_cls)
             student = build_from_spec(self.spec, pretrained=cfg.model.pretrained)
-        if cfg.model.init_from:
-            load_state(student, model_from_checkpoint(cfg.model.init_from)[0].state_dict(),
-                       cfg.model.init_from)
+        init_note = (initialise_student(student, cfg.model.init_from, cfg.model.init_match, teacher)
+                     if cfg.model.init_from else None)
         ckpt = None
         if self.resume:  # rebuild the architecture the checkpoint's plan produced, then load
             ckpt = load_checkpoint(self.run_dir / "last.pt")
@@ -97,6 +97,8 @@ class Engine:
                                 resume_step=self.progress["step"] if self.resume else None)
         self.teacher_cache = build_teacher_cache(cfg, f, self.distiller, self.logger.info, self.logger)
         self.logger.info(f"precision: {value} ({reason})")
+        if init_note:
+            self.logger.info(init_note)
         # loader processes per training process, for every loader of the run
         self.workers = resolve_workers(cfg.data.num_workers, f.device.type,
                                        f.world_size // max(1, cfg.trainer.num_nodes))
