@@ -35,6 +35,7 @@ import platform
 import resource
 import statistics
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -371,10 +372,16 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def fail(msg: str) -> None:
+    """Bad arguments: one line, exit 2."""
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: Optional[list[str]] = None) -> dict:
     a = parse_args(argv)
     if a.iters < 1:
-        raise SystemExit("--iters must be at least 1")
+        fail("--iters must be at least 1")
     if a.require_td and not torchdistill_available():
         print("error: torchdistill is not importable and --require-td is set (see "
               "benchmarks/requirements-torchdistill.txt)")
@@ -383,6 +390,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
+    clock = a.clock if a.clock != "auto" else ("cpu" if device.type == "cpu" else "cuda")
+    if clock == "cuda" and device.type != "cuda":
+        fail("--clock cuda needs --device cuda")
     malloc = quiet_malloc(device, a.malloc)
     size = tuple(int(v) for v in a.size.split(","))
     names = (a.variants.split(",") if a.variants else
@@ -396,7 +406,6 @@ def main(argv: Optional[list[str]] = None) -> dict:
     ctx = {"pair": a.pair, "device": device.type, "precision": a.precision, "batch": a.batch,
            "resolution": f"{size[0]}x{size[1]}", "channels_last": a.channels_last,
            "compile": a.compile, "malloc": "segkd" if malloc else "default", "data": source}
-    clock = a.clock if a.clock != "auto" else ("cpu" if device.type == "cpu" else "cuda")
     rows, ratios, comps = summarise(samples, a.batch, ctx, clock)
     print_tables(rows, ratios, comps)
     result = {"machine": {**info, "threads": torch.get_num_threads(), "uptime_end": uptime(),
