@@ -196,14 +196,15 @@ def test_plateau_threshold_mode_and_cooldown_reach_torch():
 
 
 # ------------------------------------------------------------------ 4. one optimizer per plan
-def _incremental(tiny, teacher_ckpt, **s2_over):
+def _incremental(tiny, teacher_ckpt, s1_over: dict | None = None, **s2_over):
     s1 = {"name": "replace-layer3", "epochs": 2, "iters_per_epoch": 2, "data": "images",
           "replace": [{"paths": ["encoder.model.layer3.*.conv2"], "options": {"kernel_size": 3}}],
           "trainable": [], "terms": [_hint("encoder.model.layer3")],
           "optimizer": {"name": "radam", "lr": 5e-3},
           # threshold 0.99: the second epoch is never 99% better, so the lr is halved once
-          "schedule": {"name": "plateau", "threshold": 0.99, "threshold_mode": "rel"}}
-    s2 = {**s1, "name": "replace-layer4",
+          "schedule": {"name": "plateau", "threshold": 0.99, "threshold_mode": "rel"},
+          **(s1_over or {})}
+    s2 = {**s1, "trainable": [], "name": "replace-layer4",
           "replace": [{"paths": ["encoder.model.layer4.*.conv2"], "options": {"kernel_size": 3}}],
           "terms": [_hint("encoder.model.layer4")],
           "optimizer": {"name": "radam", "lr": 5e-3, "continue_previous": True}, **s2_over}
@@ -237,8 +238,12 @@ def test_incremental_plan_keeps_one_optimizer_and_adds_a_group(tmp_path, tiny, t
     assert {id(p) for p in second["opt"].param_groups[1]["params"]} == second["cheap4"]
 
 
-def test_incremental_plan_resumes_exactly(tmp_path, tiny, teacher_ckpt, monkeypatch):
-    raw = _incremental(tiny, teacher_ckpt)
+@pytest.mark.parametrize("wider", [False, True], ids=["replaced-only", "wider-unfreezing"])
+def test_incremental_plan_resumes_exactly(tmp_path, tiny, teacher_ckpt, monkeypatch, wider):
+    """Resume inside stage 2 rebuilds the optimizer group by group. ``wider``: stage 1 also
+    trains layer4, whose conv2s stage 2 replaces (they leave group 0; rebuilt on the resumed
+    model, which already holds their cheap blocks, group 0 must not take those)."""
+    raw = _incremental(tiny, teacher_ckpt, s1_over={"trainable": ["encoder.model.layer4"]} if wider else None)
     Engine(config_from_dict(raw), tmp_path / "a").run()
     calls = {"n": 0}
     orig = Engine._epoch
