@@ -245,7 +245,8 @@ def make_segkd_cached(su: Setup, batches: list[dict]) -> Step:
         idx = list(range(start, start + len(b["image"])))
         for pos, t in out.items():
             arrays[pos].write(idx, t)
-        indexed[id(b["image"])] = {**b, "index": torch.tensor(idx), "view": torch.zeros(len(idx), dtype=torch.long)}
+        indexed[id(b["image"])] = {**b, "index": torch.tensor(idx),
+                                   "view": torch.zeros(len(idx), dtype=torch.long)}
         start += len(idx)
     cache = StageCache({p: CachedPosition(arrays[p], layout[p]) for p in arrays}, views=1)
 

@@ -48,9 +48,10 @@ def test_bench_step_runs_and_writes_json(bench_step, tmp_path, capsys, monkeypat
     assert row["device"] == "cpu" and row["resolution"] == "32x32" and row["data"] == "synthetic"
     assert len(row["samples"]["cpu"]) == len(row["samples"]["wall"]) == 2  # raw per-round samples
     assert [o[0] for o in saved["orders"]] == ran[:2]  # each round starts with the next variant
-    floor = [a + b for a, b in zip(saved["rows"][1]["samples"]["cpu"], saved["rows"][2]["samples"]["cpu"])]
+    cpu = {r["variant"]: r["samples"]["cpu"] for r in saved["rows"]}
+    floor = [a + b for a, b in zip(cpu["student_kd"], cpu["teacher"])]
     kd = saved["comparisons"]["segkd_kd/floor"]
-    assert kd["per_round"] == pytest.approx([a / b for a, b in zip(saved["rows"][3]["samples"]["cpu"], floor)])
+    assert kd["per_round"] == pytest.approx([a / b for a, b in zip(cpu["segkd_kd"], floor)])
     lo, hi = kd["ci95"]
     assert lo <= kd["ratio"] <= hi and kd["rounds"] == 2
     assert {"segkd_kd/bare_kd_tuned", "bare_kd_tuned/bare_kd", "segkd_kd/bare_kd"} <= set(res["comparisons"])
