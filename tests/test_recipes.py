@@ -33,8 +33,8 @@ def test_config_is_valid(path):
 
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
-    from segkd.engine.build import build_from_spec
-    from segkd.engine.checkpoint import save_checkpoint
+    from segkd.models.spec import build_from_spec
+    from segkd.checkpoint import save_checkpoint
     from segkd.engine.state import model_checkpoint
 
     out = {}
@@ -48,12 +48,15 @@ def teachers(tmp_path_factory):
     return out
 
 
-def _tiny(raw: dict, teacher: Path | None) -> dict:
+def _tiny(raw: dict, teacher: Path | None, cache_dir: Path | None = None) -> dict:
     raw["data"] = {"name": "synthetic", "batch_size": 2, "num_workers": 0, "hflip": True,
                    "options": {"num_images": 4, "size": [64, 64], "num_classes": 6}}
     raw["model"] = {**raw.get("model", {}), "pretrained": False}
     if raw.get("teacher"):
+        cache = raw["teacher"].get("cache")
         raw["teacher"] = {"checkpoint": str(teacher)}
+        if cache and cache_dir is not None:  # the recipe's teacher cache, outside ~/.cache
+            raw["teacher"]["cache"] = {**(cache if isinstance(cache, dict) else {}), "dir": str(cache_dir)}
     for s in raw["stages"]:
         s.update(epochs=1, iters_per_epoch=2)
     raw["trainer"] = {"progress": False, "precision": "32", "log_every": 1}
@@ -75,8 +78,8 @@ def test_recipe_runs_two_iterations(path, teachers, tmp_path):
     from segkd.engine import Engine
 
     folder = path.relative_to(ROOT / "configs").parts[0]
-    raw = _tiny(read_yaml(path), teachers.get(folder))
-    from segkd.engine.checkpoint import load_checkpoint
+    raw = _tiny(read_yaml(path), teachers.get(folder), tmp_path / "teacher-cache")
+    from segkd.checkpoint import load_checkpoint
 
     summary = Engine(config_from_dict(raw, str(path)), tmp_path / "run").run()
     assert 0.0 <= summary["splits"]["val"]["mIoU"] <= 1.0
@@ -91,7 +94,7 @@ def test_recipe_runs_two_iterations(path, teachers, tmp_path):
 @pytest.mark.parametrize("name,millions", [("pnp_86m", 85.3), ("pnp_79m", 77.9)])
 def test_cityscapes_pnp_plans_reach_the_seed_sizes(name, millions):
     """The seed's DeepWV3Plus students (~86M / ~79M of 137.1M), on the meta device."""
-    from segkd.engine.build import apply_replacements
+    from segkd.models.spec import apply_replacements
     from segkd.models import create_model
 
     for variant in ("allatonce", "incremental"):

@@ -11,7 +11,7 @@ import torch
 from segkd.config import config_from_dict
 from segkd.distill.cache_store import CacheError, locked
 from segkd.engine import Engine
-from segkd.engine.checkpoint import load_checkpoint
+from segkd.checkpoint import load_checkpoint
 
 OFD = {"loss": "ofd", "name": "ofd", "weight": 1e-3, "student": "encoder.model.layer2.0.act2",
        "student_hook": "input", "teacher": "encoder.model.layer2.0.act2", "teacher_hook": "input",
@@ -66,11 +66,14 @@ def test_exact_memory_cache_trains_bit_for_bit_like_the_live_teacher(tmp_path, t
 
 def test_batches_carry_index_and_both_views(tiny):
     """Samples say which item and flip they are; the cache's view of an item is that sample."""
-    from segkd.distill.teacher_cache import find_flip
+    from segkd.config import TeacherCacheCfg
+    from segkd.distill.teacher_cache import TeacherCache, find_flip
     from segkd.engine.data import build_data, make_loader
 
     cfg = config_from_dict(tiny())
     ds = build_data(cfg.data).train
+    builder = TeacherCache(TeacherCacheCfg(storage="memory"), None, {}, 4, False,
+                           torch.device("cpu"), print)
     loader = make_loader(ds, 4, True, 0, seed=0)
     seen = set()
     for epoch in range(2):
@@ -78,10 +81,7 @@ def test_batches_carry_index_and_both_views(tiny):
         for batch in loader:
             for img, i, v in zip(batch["image"], batch["index"], batch["view"]):
                 seen.add(int(v))
-                flip = find_flip(ds.transform)
-                flip.force = bool(v)
-                assert torch.equal(ds[int(i)]["image"], img)
-                flip.force = None
+                assert torch.equal(builder._views(ds, find_flip(ds.transform), int(i), 2)[v], img)
     assert seen == {0, 1}
 
 
@@ -203,6 +203,7 @@ def test_interrupted_build_resumes(tmp_path, tiny, teacher_ckpt, monkeypatch, ca
         return orig(self, rows, values)
 
     monkeypatch.setattr(cache_store.PartialArray, "write", dies_on_fourth)
+    monkeypatch.setattr(cache_store.PartialArray, "SAVE_EVERY_S", 0.0)  # progress after each batch
     with pytest.raises(KeyboardInterrupt):
         Engine(config_from_dict(_kd_only(tiny, teacher_ckpt, cache)), tmp_path / "a").run()
     monkeypatch.setattr(cache_store.PartialArray, "write", orig)

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,7 +219,15 @@ class PartialArray:
             crcs = self.done.setdefault(item, [0] * self.views)
             crcs[r % self.views] = row_crc(v)
 
-    def save_progress(self) -> None:
+    SAVE_EVERY_S = 10.0  # progress (and so what a resumed build keeps) at most this old
+
+    def save_progress(self, force: bool = False) -> None:
+        """Flush the rows and record them as done (at most every ``SAVE_EVERY_S``: each save
+        syncs to disk)."""
+        now = time.monotonic()
+        if not force and now - getattr(self, "_saved", 0.0) < self.SAVE_EVERY_S:
+            return
+        self._saved = now
         self.map.flush()
         _atomic_json(self.progress, {"key": self.key, "shape": list(self.spec.shape),
                                      "done": {str(k): v for k, v in self.done.items()}})

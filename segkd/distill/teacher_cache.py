@@ -243,28 +243,34 @@ class TeacherCache:
         self._ids: dict[int, dict] = {}
 
     # ------------------------------------------------------------------ inputs
-    def _view(self, ds, flip: Optional[RandomHFlip], item: int, view: int) -> torch.Tensor:
-        """Item ``item``'s image as the training loader gives it in ``view`` (1 = flipped);
-        approximate mode: the prepared image (flipped in view 1), before any scale or crop."""
-        if self.cfg.mode == "approximate":
-            from torchvision import tv_tensors
-            from torchvision.transforms.v2 import functional as TF
+    def _views(self, ds, flip: Optional[RandomHFlip], item: int, views: int) -> list[torch.Tensor]:
+        """Item ``item``'s image in each view (1 = flipped) as the training loader gives it:
+        the dataset's own transform and normalisation, the flip forced (the item is loaded
+        once). Approximate mode: the prepared image (flipped in view 1), before scale or crop."""
+        from torchvision import tv_tensors
+        from torchvision.transforms.v2 import functional as TF
 
-            image = tv_tensors.Image(ds.load_prepared(item)[0])
-            image = TF.horizontal_flip(image) if view else image
-            return ds.normalize(TF.to_dtype(image, torch.float32, scale=True))
-        if flip is not None:
-            flip.force = bool(view)
-        try:
-            return ds[item]["image"]
-        finally:
-            if flip is not None:
-                flip.force = None
+        image, mask = ds.load_prepared(item)
+        out = []
+        for view in range(views):
+            if self.cfg.mode == "approximate":
+                img = tv_tensors.Image(image)
+                img = TF.to_dtype(TF.horizontal_flip(img) if view else img, torch.float32, scale=True)
+            else:
+                if flip is not None:
+                    flip.force = bool(view)
+                try:
+                    img = ds.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))[0]
+                finally:
+                    if flip is not None:
+                        flip.force = None
+            out.append(ds.normalize(img))
+        return out
 
     def _outputs(self, ds, flip, items: list[int], views: int):
         """(rows, {position: tensor}) for ``items`` x their views; at least two images."""
         rows = [i * views + v for i in items for v in range(views)]
-        x = torch.stack([self._view(ds, flip, i, v) for i in items for v in range(views)])
+        x = torch.stack([v for i in items for v in self._views(ds, flip, i, views)])
         if len(rows) == 1:  # the CPU computes a batch of one with other kernels: pad to two
             x = torch.cat([x, x])
         out = self._teacher(x)
