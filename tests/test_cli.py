@@ -80,7 +80,8 @@ def test_quiet_is_passed_down_to_each_invocation(monkeypatch, tmp_path):
     monkeypatch.setattr("segkd.runs.run_training", lambda config, overrides, *a: seen.append(
         "trainer.progress=false" in overrides) or (tmp_path, {}))
     monkeypatch.setattr(train_cmds, "print_summary", lambda *a: None)
-    monkeypatch.setattr("segkd.data.download.download", lambda *a, progress, **kw: seen.append(not progress))
+    monkeypatch.setattr("segkd.data.download.download",
+                        lambda *a, progress, **kw: seen.append(not progress))
     monkeypatch.setattr("segkd.demo.run_demo", lambda *a, quiet: seen.append(quiet))
     runner = CliRunner()
     for args in (["-q", "train", "x.yaml"], ["train", "x.yaml"], ["-q", "download", "camvid"],
