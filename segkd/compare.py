@@ -14,8 +14,8 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from .engine.build import build_from_spec, model_from_checkpoint
-from .export import ExportError, OnnxPredictor, Size, _LogitsOnly, export_onnx
+from .export import ExportError, OnnxPredictor, Size, export_onnx
+from .models.spec import build_from_spec, model_from_checkpoint
 
 
 def onnx_providers(device: str) -> list[str]:
@@ -68,7 +68,7 @@ def _compare_row(name: str, path: str, size: Size, setup: LatencySetup, onnx: bo
         model, onnx_file = build_from_spec(doc["model"], doc.get("replacements")), path
     else:
         model, onnx_file = model_from_checkpoint(path)[0], None
-    net = _LogitsOnly(model).eval()
+    net = model.eval()
     lat = setup.measure(net, size)
     row = {"name": name, "path": path, "params": count_params(model),
            "gflops": count_flops(net, size) / 1e9, "latency_ms": lat["mean_ms"], "warnings": []}

@@ -43,7 +43,7 @@ def run_demo(out: Path, epochs: int = 0, quick: bool = False, console=None,
     progress bars)."""
     from .engine import Engine
     from .models.profile import count_flops, measure_latency
-    from .engine.build import model_from_checkpoint
+    from .models.spec import load_model
 
     rows = []
     for label, raw in demo_configs(out, epochs, quick).items():
@@ -53,7 +53,7 @@ def run_demo(out: Path, epochs: int = 0, quick: bool = False, console=None,
         if console:
             console.rule(f"[bold]{label}[/bold]: {cfg.model.arch} / {cfg.model.encoder}")
         summary = Engine(cfg, out / label).run()
-        model = model_from_checkpoint(str(out / label / "best.pt"))[0]
+        model = load_model(out / label / "best.pt")[0]
         size = tuple(cfg.data.options["size"])
         rows.append({"run": label, "model": f"{cfg.model.arch}/{cfg.model.encoder}",
                      "val mIoU": summary["splits"]["val"]["mIoU"], "params (M)": summary["params"] / 1e6,

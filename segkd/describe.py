@@ -35,7 +35,7 @@ def name_summary(what: str, name: str) -> str:
 
 def load_any_model(target: str, classes: int = 21) -> tuple[torch.nn.Module, str]:
     """A model from a checkpoint (.pt), a config (.yaml) or ``arch:encoder``."""
-    from .engine.build import build_from_spec, model_from_checkpoint, model_spec
+    from .models.spec import build_from_spec, model_from_checkpoint, model_spec
 
     p = Path(target)
     if p.suffix in (".pt", ".pth", ".tar") or p.is_dir():

@@ -6,11 +6,11 @@ from typing import Optional
 import torch
 
 from .config import DataCfg
-from .engine.build import model_from_checkpoint
 from .engine.data import _dataset, check_data, make_loader
 from .engine.evaluate import evaluate, inference_forward
 from .errors import DataError, SegkdError
 from .eval.inference import InferenceSpec
+from .models.spec import model_from_checkpoint
 
 
 def _data_cfg(ckpt: dict, data_root: Optional[str], dataset: Optional[str],

@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .distill.distiller import _logits
-from .engine.build import build_from_spec, load_state, model_from_checkpoint
+from .checkpoint import load_strict
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .errors import SegkdError
+from .models.spec import build_from_spec, model_from_checkpoint
 
 EXPORT_FORMAT = "segkd-export"
 Size = tuple[int, int]
@@ -40,17 +40,6 @@ Size = tuple[int, int]
 
 class ExportError(SegkdError):
     """An export that failed or does not match PyTorch (parity), or an unusable exported file."""
-
-
-class _LogitsOnly(nn.Module):
-    """Wrap a model so that forward returns the logits tensor (first of a tuple, 'out' of a dict)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return _logits(self.model(image))
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -237,7 +226,7 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, opset: int = 
     checked at a second size). ``ExportError`` when ``||onnx - torch|| / ||torch|| > tolerance``.
     Returns the sidecar's ``onnx`` section plus ``path`` and ``sidecar``."""
     model, meta, ckpt = model_from_checkpoint(str(checkpoint_path))
-    net = _LogitsOnly(model).eval()
+    net = model.eval()
     size = tuple(size) if size else (_config_size(ckpt) or (512, 512))
     base = _describe(ckpt, meta, _config_size(ckpt))
     meta = base["meta"]
@@ -315,7 +304,7 @@ def load_safetensors_model(path: str | Path) -> tuple[nn.Module, dict]:
     for key, target in doc.get("safetensors", {}).get("aliases", {}).items():
         state[key] = state[target]
     model = build_from_spec(doc["model"], doc.get("replacements"))
-    load_state(model, state, str(path))
+    load_strict(model, state, str(path))
     return model.eval(), doc.get("meta", {})
 
 
@@ -335,7 +324,7 @@ def load_predictor(path: str | Path, device: str = "cpu"
     else:
         model, meta, ckpt = model_from_checkpoint(str(path))
         meta = _describe(ckpt, meta, _config_size(ckpt))["meta"]
-    net = _LogitsOnly(model).to(device).eval()
+    net = model.to(device).eval()
 
     def fwd(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

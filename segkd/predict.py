@@ -22,14 +22,13 @@ def _predictor(path: str):
         from .export import load_predictor
 
         return load_predictor(path)
-    from .distill.distiller import _logits
-    from .engine.build import model_from_checkpoint
+    from .models.spec import model_from_checkpoint
 
     model, meta, ckpt = model_from_checkpoint(path)
     model.eval()
     meta = dict(meta)
     meta.setdefault("size", ((ckpt.get("config") or {}).get("data") or {}).get("size"))
-    return (lambda x: _logits(model(x))), meta
+    return model, meta
 
 
 def _inputs(path: Path) -> list[Path]:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import segkd.engine.checkpoint as ckmod
-from segkd.engine.checkpoint import load_checkpoint, save_checkpoint
+import segkd.checkpoint as ckmod
+from segkd.checkpoint import load_checkpoint, save_checkpoint
 from segkd.errors import CheckpointError
 from conftest import SHARED, require_shared
 

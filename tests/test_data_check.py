@@ -340,8 +340,8 @@ def cityscapes_tree(root: Path) -> Path:
 def cityscapes_model(tmp_path_factory) -> Path:
     """An untrained 19-class segkd checkpoint with the Cityscapes classes (eval/predict only)."""
     from segkd.data.cityscapes import CITYSCAPES_CLASSES
-    from segkd.engine.build import build_from_spec
-    from segkd.engine.checkpoint import save_checkpoint
+    from segkd.models.spec import build_from_spec
+    from segkd.checkpoint import save_checkpoint
     from segkd.engine.state import model_checkpoint
 
     spec = {"arch": "unet", "kwargs": {"encoder": "kd_resnet10", "num_classes": 19,

@@ -104,7 +104,7 @@ def test_predict_colour_masks_show_class_zero(segkd, tmp_path, teacher_ckpt):
 def test_export_and_checkpoint_files_share_the_onnx_mode(tmp_path, teacher_ckpt):
     """safetensors writes 0600; every file segkd writes gets the umask's mode (0644 here)."""
     pytest.importorskip("onnx")
-    from segkd.engine.checkpoint import load_checkpoint, save_checkpoint
+    from segkd.checkpoint import load_checkpoint, save_checkpoint
     from segkd.export import export_onnx, export_safetensors
 
     old = os.umask(0o022)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from segkd.engine.checkpoint import load_checkpoint
+from segkd.checkpoint import load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_errors import cli, write_config  # noqa: E402
@@ -164,7 +164,7 @@ def test_two_processes_run_a_plan_whose_stage_has_parameters_outside_its_loss(tm
     assert [h["stage"] for h in last["history"]] == [0, 1]
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], atol=1e-5, rtol=1e-4, msg=k)
-    from segkd.engine.build import build_from_spec
+    from segkd.models.spec import build_from_spec
     from segkd.engine.state import seed_all
 
     seed_all(0)  # the config's seed: the student's initial weights

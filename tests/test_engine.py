@@ -8,7 +8,7 @@ import torch
 
 from segkd.config import config_from_dict
 from segkd.engine import Engine
-from segkd.engine.checkpoint import load_checkpoint
+from segkd.checkpoint import load_checkpoint
 
 
 def test_supervised_run_writes_run_directory(tmp_path, tiny):
@@ -60,7 +60,7 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, tiny, monkeyp
 
 
 def test_distillation_keeps_teacher_frozen_and_out_of_checkpoints(tmp_path, tiny, teacher_ckpt):
-    from segkd.engine.build import model_from_checkpoint
+    from segkd.models.spec import model_from_checkpoint
 
     raw = tiny(name="kd", teacher={"checkpoint": str(teacher_ckpt)},
                stages=[{"name": "kd", "epochs": 1, "terms": [
@@ -117,7 +117,7 @@ def test_multistage_plan_freezes_and_restores_best(tmp_path, tiny, teacher_ckpt)
 
 def eng_student_init(raw):
     """The student's initial weights (same seed => same init as the engine's)."""
-    from segkd.engine.build import build_from_spec, model_spec
+    from segkd.models.spec import build_from_spec, model_spec
     from segkd.engine.state import seed_all
 
     cfg = config_from_dict(raw)

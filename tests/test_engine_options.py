@@ -7,7 +7,7 @@ import torch
 
 from segkd.config import config_from_dict
 from segkd.engine import Engine
-from segkd.engine.checkpoint import load_checkpoint
+from segkd.checkpoint import load_checkpoint
 
 # every BatchNorm of the tiny UNet frozen (eval mode, fixed statistics): a BN-free model, whose
 # gradient over 4 images is the mean of the gradients over two halves
@@ -21,7 +21,7 @@ def _weights(run) -> dict[str, torch.Tensor]:
 
 def _initial(raw: dict) -> dict[str, torch.Tensor]:
     """The student's initial weights (the engine seeds with cfg.seed before building it)."""
-    from segkd.engine.build import build_from_spec, model_spec
+    from segkd.models.spec import build_from_spec, model_spec
     from segkd.engine.state import seed_all
 
     cfg = config_from_dict(raw)

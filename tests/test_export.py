@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from segkd.compare import compare_models
-from segkd.engine.build import apply_replacements, model_from_checkpoint
-from segkd.engine.checkpoint import load_checkpoint, save_checkpoint
+from segkd.models.spec import apply_replacements, model_from_checkpoint
+from segkd.checkpoint import load_checkpoint, save_checkpoint
 from segkd.engine.state import model_checkpoint
 from segkd.errors import CheckpointError
 from segkd.export import (ExportError, OnnxPredictor, export_onnx,

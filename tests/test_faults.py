@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from segkd.engine.checkpoint import load_checkpoint, save_checkpoint
+from segkd.checkpoint import load_checkpoint, save_checkpoint
 from segkd.errors import CheckpointError
 
 # same helpers as test_errors (tests are not a package: import by module name)
@@ -119,7 +119,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         f.write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("segkd.engine.checkpoint.torch.save", boom)
+    monkeypatch.setattr("segkd.checkpoint.torch.save", boom)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint({"v": torch.ones(3)}, path)
     assert path.read_bytes() == before

@@ -12,7 +12,7 @@ import torch
 from segkd.config import SchedCfg, StageCfg, config_from_dict, load_config
 from segkd.distill.distiller import Distiller, Term
 from segkd.engine import Engine
-from segkd.engine.checkpoint import load_checkpoint
+from segkd.checkpoint import load_checkpoint
 from segkd.engine.plan import stage_trainable
 from segkd.models.cheap import CheapBlock
 
@@ -52,7 +52,7 @@ def test_unchanged_deepwv3plus_copy_has_zero_hint_loss_in_training(wv3):
     fix Dropout2d ran in the student only: 7e-5 / 2e-4 here, 0.07-0.11 with the real weights)."""
     student = copy.deepcopy(wv3)
     stage = StageCfg(trainable=[], replace=[{"paths": ["aspp.features.1.0"]}])
-    from segkd.engine.build import apply_replacements
+    from segkd.models.spec import apply_replacements
 
     recs = apply_replacements(student, [{"paths": ["aspp.features.1.0"], "block": "dwsep",
                                          "options": {"kernel_size": 3}}])
@@ -110,7 +110,7 @@ def test_pnp_recipes_train_only_the_replaced_convs(wv3):
     cfg = load_config(CONFIGS / "cityscapes" / "pnp_79m_allatonce.yaml")
     stage = cfg.stages[0]
     student = copy.deepcopy(wv3)
-    from segkd.engine.build import apply_replacements
+    from segkd.models.spec import apply_replacements
 
     reps = []
     for r in stage.replace:

@@ -40,7 +40,7 @@ def test_mbv2_ofd_weights_are_the_authors(name: str) -> None:
 
 @pytest.fixture(scope="module")
 def student_features():
-    from segkd.engine.build import build_from_spec, model_spec
+    from segkd.models.spec import build_from_spec, model_spec
 
     cfg = load_config(MBV2 / "ofd.yaml")
     torch.manual_seed(0)

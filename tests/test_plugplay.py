@@ -6,7 +6,7 @@ import torch
 
 from segkd.config import config_from_dict
 from segkd.engine import Engine
-from segkd.engine.checkpoint import load_checkpoint
+from segkd.checkpoint import load_checkpoint
 
 
 def _pnp(tiny, teacher_ckpt, **stage_over):
@@ -25,7 +25,7 @@ def _pnp(tiny, teacher_ckpt, **stage_over):
 
 
 def test_incremental_replacement_trains_on_images_and_resumes(tmp_path, tiny, teacher_ckpt, monkeypatch):
-    from segkd.engine.build import model_from_checkpoint
+    from segkd.models.spec import model_from_checkpoint
     from segkd.models.cheap import CheapBlock
 
     raw = _pnp(tiny, teacher_ckpt)

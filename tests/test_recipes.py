@@ -33,8 +33,8 @@ def test_config_is_valid(path):
 
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
-    from segkd.engine.build import build_from_spec
-    from segkd.engine.checkpoint import save_checkpoint
+    from segkd.models.spec import build_from_spec
+    from segkd.checkpoint import save_checkpoint
     from segkd.engine.state import model_checkpoint
 
     out = {}
@@ -79,7 +79,7 @@ def test_recipe_runs_two_iterations(path, teachers, tmp_path):
 
     folder = path.relative_to(ROOT / "configs").parts[0]
     raw = _tiny(read_yaml(path), teachers.get(folder), tmp_path / "teacher-cache")
-    from segkd.engine.checkpoint import load_checkpoint
+    from segkd.checkpoint import load_checkpoint
 
     summary = Engine(config_from_dict(raw, str(path)), tmp_path / "run").run()
     assert 0.0 <= summary["splits"]["val"]["mIoU"] <= 1.0
@@ -94,7 +94,7 @@ def test_recipe_runs_two_iterations(path, teachers, tmp_path):
 @pytest.mark.parametrize("name,millions", [("pnp_86m", 85.3), ("pnp_79m", 77.9)])
 def test_cityscapes_pnp_plans_reach_the_seed_sizes(name, millions):
     """The seed's DeepWV3Plus students (~86M / ~79M of 137.1M), on the meta device."""
-    from segkd.engine.build import apply_replacements
+    from segkd.models.spec import apply_replacements
     from segkd.models import create_model
 
     for variant in ("allatonce", "incremental"):

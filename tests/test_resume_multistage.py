@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from segkd.engine.checkpoint import load_checkpoint, save_checkpoint
+from segkd.checkpoint import load_checkpoint, save_checkpoint
 from segkd.errors import CheckpointError
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import segkd.models.teachers as teachers
+from segkd import load_model
 from segkd.errors import CheckpointError
 from segkd.models.teachers.importer import extract_state_dict, safe_load
 from segkd.registry import MODELS
@@ -75,7 +76,7 @@ def test_fixture_checkpoint_reproduces_reference_logits(fmt: str, tmp_path: Path
     proc = segkd("import-teacher", str(src), "--format", fmt, "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     src.unlink()
-    model, meta = teachers.load_model_checkpoint(out)
+    model, meta = load_model(out)
     assert sum(p.numel() for p in model.parameters()) == info["num_parameters"]
     assert len(model.state_dict()) == info["num_keys"]
     assert meta["output_stride"] == info["output_stride"]
@@ -150,7 +151,7 @@ def test_other_class_count_is_read_from_checkpoint(tmp_path: Path) -> None:
     torch.save({"state_dict": sd, "best_pred": np.float64(0.5)}, tmp_path / "city.pth")
     out = teachers.import_teacher(tmp_path / "city.pth", "jfzhang95-deeplabv3plus",
                                   tmp_path / "sub" / "t.pt")
-    model, meta = teachers.load_model_checkpoint(out)
+    model, meta = load_model(out)
     assert meta["num_classes"] == 19 and meta["classes"][3] == "class_3"
     assert meta["source"]["best_pred"] == pytest.approx(0.5)
     assert sorted(p.name for p in out.parent.iterdir()) == ["t.pt", "t.pt.sha256"]  # no temp file
@@ -166,12 +167,12 @@ def test_unsafe_and_malformed_files_are_refused(tmp_path: Path) -> None:
         teachers.load_teacher_checkpoint(tmp_path / "obj.pth", "nvidia-deepwv3plus")
     assert "_NotATensor" in str(err.value)
     with pytest.raises(CheckpointError, match="not found"):
-        teachers.load_model_checkpoint(tmp_path / "missing.pt")
+        load_model(tmp_path / "missing.pt")
     torch.save({"epoch": 3}, tmp_path / "nosd.pth")
     with pytest.raises(CheckpointError, match="no state dict"):
         teachers.load_teacher_checkpoint(tmp_path / "nosd.pth", "nvidia-deepwv3plus")
     with pytest.raises(CheckpointError, match="not a segkd checkpoint"):
-        teachers.load_model_checkpoint(tmp_path / "nosd.pth")
+        load_model(tmp_path / "nosd.pth")
     with pytest.raises(CheckpointError, match="unknown teacher format"):
         teachers.load_teacher_checkpoint(tmp_path / "nosd.pth", "nvidia")
 

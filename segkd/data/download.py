@@ -76,7 +76,7 @@ class _Incomplete(OSError):
 # ----------------------------------------------------------------------------- transfer
 def sha256_of(path: Path) -> str:
     """Hex sha256 of a file."""
-    from ..engine.checkpoint import sha256_file
+    from ..checkpoint import sha256_file
 
     return sha256_file(path)
 

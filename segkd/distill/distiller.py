@@ -40,15 +40,6 @@ class Term:
     options: dict[str, Any] | None = None
 
 
-def _logits(out: Any) -> torch.Tensor:
-    """Models may return a tensor, a tuple (main output first) or a dict with 'out'."""
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, dict):
-        return out["out"]
-    return out[0]
-
-
 class Distiller(nn.Module):
     """Holds the student (trainable), connectors and losses; the teacher is frozen, kept in eval
     mode and is NOT a registered submodule (never in state_dict, never wrapped by DDP)."""
@@ -112,13 +103,13 @@ class Distiller(nn.Module):
     def _probe(self, probe: torch.Tensor) -> dict[tuple[str, str, str], torch.Size]:
         was_training = self.student.training
         self.student.eval()
-        s_out = _logits(self.student(probe))
+        s_out = self.student(probe)
         shapes = {("s", k[0], k[1]): v.shape for k, v in self.s_rec.data.items()}
         shapes[("s", LOGITS, "output")] = s_out.shape
         if self.teacher is not None:
             t_probe = probe.to(next(self.teacher.parameters()).device)
             with self._teacher_autocast(t_probe.device):
-                t_out = _logits(self.teacher(t_probe))
+                t_out = self.teacher(t_probe)
             shapes.update({("t", k[0], k[1]): v.shape for k, v in self.t_rec.data.items()})
             shapes[("t", LOGITS, "output")] = t_out.shape
             if t_out.shape[1] != s_out.shape[1]:
@@ -201,7 +192,7 @@ class Distiller(nn.Module):
         return torch.autocast(device.type, dtype=dtype)
 
     # ------------------------------------------------------------------ forward
-    def student_call(self, images: torch.Tensor) -> Any:
+    def student_call(self, images: torch.Tensor) -> torch.Tensor:
         """The student alone, for evaluation outside :meth:`forward`: the recorders are cleared
         first, as in :meth:`forward`, so every call sees the same hook state (a compiled
         student then reuses its evaluation graph instead of compiling another)."""
@@ -227,7 +218,7 @@ class Distiller(nn.Module):
         if not self.needs_teacher:
             return None
         with torch.no_grad(), self._teacher_autocast(images.device):
-            return _logits(self.teacher(images))
+            return self.teacher(images)
 
     def forward(self, images: torch.Tensor, target: torch.Tensor | None = None,
                 with_losses: bool = True, keep_logits: bool = True,
@@ -247,7 +238,7 @@ class Distiller(nn.Module):
             # the teacher first: its activations are freed as it goes (no graph), so the
             # student's saved activations never coexist with them (lower peak memory)
             t_logits = self._teacher_forward(images) if with_losses else None
-        logits = _logits(self.student(images))
+        logits = self.student(images)
         out: dict[str, torch.Tensor] = {"logits": logits} if keep_logits or not with_losses else {}
         if not with_losses:
             return out

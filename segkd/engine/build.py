@@ -6,68 +6,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..config import Config, ModelCfg, StageCfg, TeacherCfg
+from ..checkpoint import is_segkd, load_checkpoint, load_strict
+from ..config import Config, StageCfg, TeacherCfg
 from ..distill.distiller import Distiller, Term
-from ..errors import CheckpointError, ConfigError
-from ..models import create_model
-from .checkpoint import is_segkd, load_checkpoint, load_strict
-
-
-def model_spec(cfg: ModelCfg, num_classes: int) -> dict[str, Any]:
-    """How to rebuild the architecture (stored in checkpoints)."""
-    kwargs = dict(cfg.kwargs)
-    if cfg.encoder:
-        kwargs["encoder"] = cfg.encoder
-    if cfg.output_stride:
-        kwargs["output_stride"] = cfg.output_stride
-    return {"arch": cfg.arch, "kwargs": {**kwargs, "num_classes": cfg.num_classes or num_classes}}
-
-
-def apply_replacements(model: nn.Module, replacements: list[dict]) -> list[dict]:
-    """Apply cheap-conv replacements ``[{paths, block, options, target_*}]`` in order; a
-    replacement with a target and no paths is planned by ``auto_plan``. Returns records."""
-    from ..models.cheap import auto_plan, replace_convs, resolve_paths
-
-    records = []
-    for r in replacements:
-        opts = r.get("options", {})
-        if not r.get("paths"):
-            if not (r.get("target_params") or r.get("target_flops")):
-                raise ConfigError("a replacement needs `paths` or `target_params`/`target_flops`")
-            plan = auto_plan(model, target_params=r.get("target_params"),
-                             target_flops=r.get("target_flops"),
-                             input_size=tuple(r.get("input_size", (512, 512))),
-                             block=r.get("block", "dwsep"), candidates=r.get("candidates"), **opts)
-            paths = plan["paths"]
-        else:
-            paths = resolve_paths(model, list(r["paths"]))
-        records += replace_convs(model, paths, r.get("block", "dwsep"), **opts)
-    return records
-
-
-def build_from_spec(spec: dict, replacements: list[dict] | None = None,
-                    pretrained: bool = False) -> nn.Module:
-    kwargs = dict(spec.get("kwargs", {}))
-    model = create_model(spec["arch"], pretrained=pretrained, **kwargs)
-    if replacements:
-        apply_replacements(model, replacements)
-    return model
-
-
-def load_state(model: nn.Module, state: dict, source: str) -> None:
-    """Strict load (see :func:`segkd.engine.checkpoint.load_strict`)."""
-    load_strict(model, state, source)
-
-
-def model_from_checkpoint(path: str) -> tuple[nn.Module, dict, dict]:
-    """Rebuild a model saved by segkd (training run or import-teacher) -> (model, meta, ckpt)."""
-    ckpt = load_checkpoint(path)
-    if not is_segkd(ckpt) or "model" not in ckpt:
-        raise CheckpointError(f"{path} is not a segkd checkpoint; to use a published teacher run "
-                              "`segkd import-teacher` first, or give teacher.model + teacher.weights")
-    model = build_from_spec(ckpt["model"], ckpt.get("replacements"))
-    load_state(model, ckpt["state_dict"], str(path))
-    return model, ckpt.get("meta", {}), ckpt
+from ..errors import ConfigError
+from ..models.spec import build_from_spec, model_from_checkpoint, model_spec
 
 
 def _raw_state(path: str) -> dict:
@@ -94,7 +37,7 @@ def build_teacher(cfg: TeacherCfg, num_classes: int) -> tuple[nn.Module, dict]:
         spec = model_spec(cfg.model, num_classes)
         teacher = build_from_spec(spec, pretrained=cfg.model.pretrained)
         if cfg.weights:
-            load_state(teacher, _raw_state(cfg.weights), cfg.weights)
+            load_strict(teacher, _raw_state(cfg.weights), cfg.weights)
         info = {"spec": spec, "replacements": [], "meta": {}}
     else:
         raise ConfigError("teacher: give `checkpoint` or `model` (+ `weights`)")

@@ -6,7 +6,6 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from ..distill.distiller import _logits
 from ..eval.inference import InferenceSpec, predict_logits
 from ..eval.metrics import ConfusionMatrix, PerImageIoU
 
@@ -69,5 +68,5 @@ def evaluate(forward: Callable[[torch.Tensor], dict], loader, num_classes: int, 
 def inference_forward(model: Callable[[torch.Tensor], Any], spec: InferenceSpec):
     """A ``forward`` for :func:`evaluate` using the configured inference mode (student only)."""
     def fwd(images: torch.Tensor, _mask) -> dict:
-        return {"logits": predict_logits(lambda x: _logits(model(x)), images, spec)}
+        return {"logits": predict_logits(model, images, spec)}
     return fwd

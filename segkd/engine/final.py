@@ -7,10 +7,9 @@ import time
 
 import torch
 
+from ..checkpoint import load_checkpoint, load_strict
 from ..eval.inference import InferenceSpec
 from ..models.profile import count_params
-from .build import load_state
-from .checkpoint import load_checkpoint
 from .data import _dataset, make_loader
 from .evaluate import evaluate, inference_forward
 
@@ -34,7 +33,7 @@ def final_summary(engine, wall: float) -> dict:
     student = engine.distiller.student
     best_path = engine.run_dir / "best.pt"
     if best_path.is_file():
-        load_state(student, load_checkpoint(best_path)["state_dict"], str(best_path))
+        load_strict(student, load_checkpoint(best_path)["state_dict"], str(best_path))
     e = cfg.eval
     spec = InferenceSpec(sliding_crop=e.sliding.crop if e.sliding else None,
                          overlap=e.sliding.overlap if e.sliding else 1 / 3, flip=e.flip, scales=e.scales)

@@ -14,8 +14,9 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from ..checkpoint import load_strict
 from ..errors import ConfigError
-from .build import load_state, model_from_checkpoint
+from ..models.spec import model_from_checkpoint
 
 
 def shared_tensors(student: nn.Module, state: dict) -> tuple[dict, int, int]:
@@ -38,7 +39,7 @@ def initialise_student(student: nn.Module, init_from: str, match: str,
     else:
         state, source = model_from_checkpoint(init_from)[0].state_dict(), init_from
     if match == "strict":
-        load_state(student, state, source)
+        load_strict(student, state, source)
         return f"student initialised from {source} (all tensors)"
     hit, covered, total = shared_tensors(student, state)
     if not covered:

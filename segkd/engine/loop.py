@@ -9,12 +9,12 @@ from typing import Any, Optional
 
 import torch
 
+from ..checkpoint import load_checkpoint, load_strict, save_checkpoint
 from ..config import Config, StageCfg, dump_config
 from ..errors import ConfigError, NonFiniteLoss, SegkdError
-from .build import (apply_replacements, build_distiller, build_from_spec, build_teacher,
-                    build_teacher_cache, load_state, model_spec, stage_terms)
+from ..models.spec import apply_replacements, build_from_spec, model_spec
+from .build import build_distiller, build_teacher, build_teacher_cache, stage_terms
 from .init import initialise_student
-from .checkpoint import load_checkpoint, save_checkpoint
 from .data import build_data, make_loader, resolve_workers
 from .evaluate import evaluate
 from .fabric import make_fabric, resolve_precision
@@ -111,7 +111,7 @@ class Engine:
         self.spec = ckpt["model"]
         self.replacements = list(ckpt.get("replacements", []))
         student = build_from_spec(self.spec, self.replacements)
-        load_state(student, ckpt["state_dict"], str(self.run_dir / "last.pt"))
+        load_strict(student, ckpt["state_dict"], str(self.run_dir / "last.pt"))
         self.progress.update(ckpt["progress"])
         self.history = list(ckpt.get("history", []))
         return student
@@ -216,8 +216,8 @@ class Engine:
             if sched is not None and ckpt.get("scheduler"):
                 sched.load_state_dict(ckpt["scheduler"])
             # strict: a missing or renamed connector must not leave random weights behind
-            load_state(self.distiller.connectors, ckpt.get("connectors", {}),
-                       f"{self.run_dir / 'last.pt'} (connectors)")
+            load_strict(self.distiller.connectors, ckpt.get("connectors", {}),
+                        f"{self.run_dir / 'last.pt'} (connectors)")
             set_rng_state(ckpt["rng"])
             start = ckpt["progress"]["epoch"]
         else:
@@ -226,7 +226,7 @@ class Engine:
             self._epoch(si, stage, epoch, module, opt, sched, when, train_loader, iters, val_loader)
         if stage.select.restore_best and (self.run_dir / "best.pt").is_file():
             best = load_checkpoint(self.run_dir / "best.pt")
-            load_state(self.distiller.student, best["state_dict"], "best.pt")
+            load_strict(self.distiller.student, best["state_dict"], "best.pt")
         self.progress.update(stage=si + 1, epoch=0)
 
     # ================================================================== one epoch

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import FORMAT
+from ..checkpoint import FORMAT
 
 
 def rng_state() -> dict[str, Any]:

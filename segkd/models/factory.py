@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
@@ -83,8 +84,29 @@ def create_model(arch: str, encoder: str | None = None, num_classes: int = 21,
     weights = None
     if pretrained:  # smp >= 0.5 takes True for timm ("tu-") encoders, older versions "imagenet"
         weights = True if tuple(int(x) for x in smp.__version__.split(".")[:2]) >= (0, 5) else "imagenet"
-    return cls(encoder_name="tu-" + _timm_name(encoder), encoder_weights=weights,
-               classes=num_classes, **kwargs)
+    model = cls(encoder_name="tu-" + _timm_name(encoder), encoder_weights=weights,
+                classes=num_classes, **kwargs)
+    return _masks_only(model) if model.classification_head is not None else model
+
+
+_MASKS_ONLY: dict[type, type] = {}
+
+
+class _MasksOnly:
+    """Mixin: an smp model built with ``aux_params`` returns ``(masks, labels)``; keep the masks
+    (the logits). Modules and state-dict keys are untouched."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)[0]  # type: ignore[misc]
+
+
+def _masks_only(model: nn.Module) -> nn.Module:
+    """Re-class an smp model in place so that ``forward`` returns the logits tensor only."""
+    cls = type(model)
+    if cls not in _MASKS_ONLY:
+        _MASKS_ONLY[cls] = type(f"{cls.__name__}MasksOnly", (_MasksOnly, cls), {})
+    model.__class__ = _MASKS_ONLY[cls]
+    return model
 
 
 def list_models() -> list[str]:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from . import deeplab_resnet, torchvision_seg, wider_resnet  # noqa: F401  (register MODELS)
 from .deeplab_resnet import DeepLabV3PlusResNet
-from .importer import FORMATS, import_teacher, load_model_checkpoint, load_teacher_checkpoint
+from .importer import FORMATS, import_teacher, load_teacher_checkpoint
 from .wider_resnet import DeepWV3Plus
 
 __all__ = ["DeepLabV3PlusResNet", "DeepWV3Plus", "FORMATS", "import_teacher",
-           "load_model_checkpoint", "load_teacher_checkpoint"]
+           "load_teacher_checkpoint"]

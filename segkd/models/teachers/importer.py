@@ -2,7 +2,7 @@
 
     model, meta = load_teacher_checkpoint("deeplab-resnet.pth.tar", "jfzhang95-deeplabv3plus")
     import_teacher("cityscapes_best.pth", "nvidia-deepwv3plus", "teacher.pt")
-    model, meta = load_model_checkpoint("teacher.pt")
+    model, meta = segkd.load_model("teacher.pt")  # any segkd checkpoint, in eval mode
 
 Every file is read with ``torch.load(weights_only=True)``. The real containers hold numpy float
 scalars (``best_pred`` / ``mean_iu`` come from ``np.nanmean``), which ``weights_only`` refuses by
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ...checkpoint import load_strict, save_checkpoint
 from ...constants import IMAGENET_MEAN, IMAGENET_STD
 from ...errors import CheckpointError
 from ...registry import MODELS
@@ -144,8 +145,6 @@ def load_teacher_checkpoint(path: str | os.PathLike, fmt: str) -> tuple[nn.Modul
     meta = _meta(spec, fmt, num_classes, container)
     del container  # the real files also carry every SGD momentum buffer: free them early
     model = MODELS.build(spec.arch, num_classes=num_classes, **spec.kwargs)
-    from ...engine.checkpoint import load_strict
-
     load_strict(model, sd, f"{path} ({fmt})")
     return model.eval(), meta
 
@@ -157,14 +156,4 @@ def import_teacher(path: str | os.PathLike, fmt: str, out_path: str | os.PathLik
     ckpt = {"format": SEGKD_FORMAT, "version": SEGKD_VERSION, "kind": "model",
             "model": {"arch": meta["arch"], "kwargs": kwargs},
             "state_dict": model.state_dict(), "meta": meta}
-    from ...engine.checkpoint import save_checkpoint  # atomic, with a sha256 sidecar
-
-    return save_checkpoint(ckpt, out_path)
-
-
-def load_model_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model from a segkd checkpoint (e.g. import_teacher's output), in eval mode."""
-    from ...engine.build import model_from_checkpoint
-
-    model, meta, _ = model_from_checkpoint(str(path))
-    return model.eval(), dict(meta)
+    return save_checkpoint(ckpt, out_path)  # atomic, with a sha256 sidecar

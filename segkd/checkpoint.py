@@ -24,7 +24,7 @@ from typing import IO, Any, Callable
 
 import torch
 
-from ..errors import CheckpointError
+from .errors import CheckpointError
 
 FORMAT = "segkd-checkpoint"
 
