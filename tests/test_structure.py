@@ -208,3 +208,70 @@ def test_structure_checks_see_planted_code():
     assert environment_users(planted) == {"segkd.cli.x"}
     assert consoles_made_at_import(planted) == {"segkd.cli.x", "segkd.cli.z"}
     assert consoles_made_at_import({"d": ast.parse("def f(c=Console()):\n    pass\n")}) == {"d"}
+
+
+# ----------------------------------------------------------------------------- models and checkpoints
+# Checkpoint I/O lives in segkd/checkpoint.py, a model's spec and rebuilding in segkd/models/spec.py
+# (issue 19): models/ and data/ imported up into the engine for them, and tools imported the
+# engine only to load a model.
+HOMES = {**dict.fromkeys(("save_checkpoint", "load_checkpoint", "load_strict", "sha256_file",
+                          "is_segkd"), "segkd.checkpoint"),
+         **dict.fromkeys(("model_spec", "build_from_spec", "apply_replacements",
+                          "model_from_checkpoint"), "segkd.models.spec")}
+GONE = {"_logits", "_LogitsOnly"}  # every registered model returns the logits tensor
+
+
+def engine_imports(trees: dict[str, ast.Module]) -> dict[str, set[str]]:
+    """module -> the names it imports from ``segkd.engine`` (absolute or relative imports)."""
+    found: dict[str, set[str]] = {}
+    for mod, tree in trees.items():
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.startswith("segkd.engine")]
+            elif isinstance(node, ast.ImportFrom):
+                base = _resolve(mod, node, False)
+                if base == "segkd.engine" or base.startswith("segkd.engine."):
+                    names = [a.name for a in node.names]
+            if names:
+                found.setdefault(mod, set()).update(names)
+    return found
+
+
+def definitions(trees: dict[str, ast.Module]) -> dict[str, set[str]]:
+    """name -> the modules that define it at top level (function or class)."""
+    out: dict[str, set[str]] = {}
+    for mod, tree in trees.items():
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                out.setdefault(node.name, set()).add(mod)
+    return out
+
+
+def test_models_and_data_do_not_import_the_engine():
+    up = {m: sorted(d for d in deps if d.startswith("segkd.engine"))
+          for m, deps in import_graph().items() if m.startswith(("segkd.models", "segkd.data"))}
+    assert not {m: d for m, d in up.items() if d}, f"models/data importing the engine: {up}"
+
+
+def test_no_module_outside_the_engine_loads_a_model_through_it():
+    outside = {m: t for m, t in _trees(PKG).items() if not m.startswith("segkd.engine")}
+    loading = {m: sorted(names & set(HOMES)) for m, names in engine_imports(outside).items()}
+    assert not {m: n for m, n in loading.items() if n}, \
+        f"load models through segkd.models.spec / segkd.checkpoint, not the engine: {loading}"
+
+
+def test_checkpoint_io_and_model_rebuilding_have_one_home():
+    defs = definitions(_trees(PKG))
+    misplaced = {n: sorted(defs.get(n, set())) for n, home in HOMES.items() if defs.get(n) != {home}}
+    assert not misplaced, f"defined elsewhere than their home: {misplaced}"
+    assert not GONE & set(defs), "call sites unwrap model outputs again; models return tensors"
+
+
+def test_model_structure_checks_see_planted_code():
+    planted = {"segkd.tools.x": ast.parse("from segkd.engine.build import model_from_checkpoint\n"),
+               "segkd.models.y": ast.parse("def f():\n    from ..engine import loop\n"),
+               "segkd.z": ast.parse("import segkd.engine.state\ndef load_strict(): pass\n")}
+    assert engine_imports(planted) == {"segkd.tools.x": {"model_from_checkpoint"},
+                                       "segkd.models.y": {"loop"}, "segkd.z": {"segkd.engine.state"}}
+    assert definitions(planted) == {"f": {"segkd.models.y"}, "load_strict": {"segkd.z"}}
