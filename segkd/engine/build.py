@@ -1,8 +1,6 @@
 """Builders: the only place that turns config sections into objects (below: plain kwargs)."""
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn as nn
 
