@@ -7,7 +7,7 @@ Supervised training is the same object with only a cross-entropy term and no tea
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import torch
@@ -18,7 +18,8 @@ from ..registry import CONNECTORS, LOSSES
 from . import connectors as _connectors  # noqa: F401  (registers connectors)
 from . import losses as _losses  # noqa: F401  (registers losses)
 from .freeze import frozen_modules, keep_in_eval
-from .recorder import Recorder, get_module
+from .losses.contract import TermPaths, contract_of
+from .recorder import Recorder
 
 LOGITS = "logits"
 # modules whose weight and bias autocast casts whole to its compute type before use
@@ -63,37 +64,51 @@ class Distiller(nn.Module):
         self.s_rec = Recorder(student, "student")
         self.t_rec = Recorder(teacher, "teacher") if teacher is not None else None
         self._frozen: list[nn.Module] = []  # student parts kept in eval mode (see freeze.py)
-        self.margin_bn: dict[str, str] = {}  # term name -> teacher BatchNorm path (OFD)
 
     # ------------------------------------------------------------------ configuration
     def configure(self, terms: list[Term], probe: torch.Tensor) -> None:
-        """Install ``terms``: hooks, automatic connectors (channels from a probe forward), losses.
+        """Install ``terms``: hooks, automatic connectors (channels from a probe forward), losses,
+        and each loss's teacher-side setup (its ``bind``).
 
+        Each term is first checked against its loss's declared contract (see
+        ``losses/contract.py``); a loss that reads no teacher gets no teacher position.
         ``probe``: a small input batch ``[2, 3, H, W]`` used once to learn feature shapes.
         """
         self.s_rec.remove()
         if self.t_rec is not None:
             self.t_rec.remove()
+        terms, wiring = self._checked(terms)
         for t in terms:
-            if t.teacher is not None and self.teacher is None:
-                raise ConfigError(f"term '{t.name}' ({t.loss}) needs a teacher: set `teacher:` in the config")
             if t.student != LOGITS:
                 self.s_rec.add(t.student, t.student_hook)
             if t.teacher not in (None, LOGITS):
                 self.t_rec.add(t.teacher, t.teacher_hook)
         shapes = self._probe_shapes(probe)
         for t in terms:
-            opts = dict(t.options or {})
-            if "margin_bn" in opts:  # a module path is wiring, not a loss hyperparameter
-                self.margin_bn[t.name] = opts.pop("margin_bn")
             if t.name not in self.losses:
+                opts, _ = contract_of(t.loss).split_options(t.options)
                 self.losses[t.name] = LOSSES.build(t.loss, **opts)
             self._maybe_connector(t, shapes)
-            self._maybe_margin(t)
+            self._bind(t, wiring[t.name])
         self.terms = list(terms)
         active = {t.name for t in terms}
         for name, conn in self.connectors.items():  # connectors of other stages stay frozen
             conn.requires_grad_(name in active)
+
+    def _checked(self, terms: list[Term]) -> tuple[list[Term], dict[str, dict]]:
+        """``terms`` as their losses' contracts resolve them (no teacher position for a loss
+        that reads none), each checked; and each term's wiring options (for ``bind``)."""
+        out, wiring = [], {}
+        for t in terms:
+            c = contract_of(t.loss)
+            if not c.needs_teacher and t.teacher is not None:
+                t = replace(t, teacher=None)
+            c.check_term(t.name, t.student, t.teacher, LOGITS)
+            if t.teacher is not None and self.teacher is None:
+                raise ConfigError(f"term '{t.name}' ({t.loss}) needs a teacher: set `teacher:` in the config")
+            wiring[t.name] = c.split_options(t.options)[1]
+            out.append(t)
+        return out, wiring
 
     @torch.no_grad()
     def _probe_shapes(self, probe: torch.Tensor) -> dict[tuple[str, str, str], torch.Size]:
@@ -134,15 +149,14 @@ class Distiller(nn.Module):
         device = next(self.student.parameters()).device
         self.connectors[t.name] = CONNECTORS.build(kind, in_channels=cs, out_channels=ct).to(device)
 
-    def _maybe_margin(self, t: Term) -> None:
-        loss = self.losses[t.name]
-        if not hasattr(loss, "set_margin") or t.teacher in (None, LOGITS):
+    def _bind(self, t: Term, wiring: dict) -> None:
+        """The loss's teacher-side setup (e.g. OFD's margins), for terms that read the teacher;
+        run at every configure (the teacher is frozen: the same result each time)."""
+        bind = getattr(self.losses[t.name], "bind", None)
+        if bind is None or t.teacher is None:
             return
-        bn_path = self.margin_bn.get(t.name) or _bn_before(t.teacher, self.teacher)
-        bn = get_module(self.teacher, bn_path, "teacher")
-        from .losses import ofd_margin
-
-        loss.set_margin(ofd_margin(bn.weight, bn.bias))
+        bind(self.teacher, TermPaths(student=t.student, teacher=t.teacher, student_hook=t.student_hook,
+                                     teacher_hook=t.teacher_hook, wiring=wiring))
 
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> "Distiller":
@@ -286,23 +300,3 @@ def _loss_layout(logits: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         return None
     return logits.to(dtype=torch.float32, memory_format=torch.contiguous_format)
 
-
-def _bn_before(path: str, teacher: nn.Module) -> str:
-    """The BatchNorm whose output feeds the activation at ``path`` (``X.actN`` -> ``X.bnN``,
-    else the last BatchNorm registered before ``path`` in module order)."""
-    head, _, leaf = path.rpartition(".")
-    if leaf.startswith("act") and leaf[3:].isdigit():
-        cand = f"{head}.bn{leaf[3:]}" if head else f"bn{leaf[3:]}"
-        if cand in dict(teacher.named_modules()):
-            return cand
-    last, seen = None, False
-    for name, m in teacher.named_modules():
-        inside = name == path or name.startswith(path + ".")
-        if seen and not inside:
-            break  # past the module and its children
-        seen = seen or inside
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            last = name
-    if last is None:
-        raise ConfigError(f"no BatchNorm before teacher path '{path}' to derive the OFD margin")
-    return last

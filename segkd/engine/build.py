@@ -48,20 +48,21 @@ def build_teacher(cfg: TeacherCfg, num_classes: int) -> tuple[nn.Module, dict]:
 
 
 def stage_terms(stage: StageCfg) -> list[Term]:
-    """Resolve a stage's term configs into Terms with unique names (loss name, then index)."""
-    from ..registry import LOSSES
+    """Resolve a stage's term configs into Terms with unique names (loss name, then index),
+    as each loss's declared contract says (``segkd/distill/losses/contract.py``)."""
+    from ..distill.losses.contract import contract_of
 
     terms, seen = [], set()
     for i, t in enumerate(stage.terms):
-        LOSSES.get(t.loss)  # an unknown name fails first, with suggestions (not "needs a teacher")
+        need = contract_of(t.loss)  # an unknown name fails first, with suggestions
         name = t.name or (t.loss if t.loss not in seen else f"{t.loss}_{i}")
         if name in seen:
             raise ConfigError(f"stage '{stage.name}': two terms named '{name}'; set `name:`")
         seen.add(name)
-        teacher = None if t.loss == "ce" else t.teacher
-        if stage.data == "images" and t.loss == "ce":
-            raise ConfigError(f"stage '{stage.name}' trains on images without labels: it cannot "
-                              "have a 'ce' term")
+        teacher = t.teacher if need.needs_teacher else None
+        if stage.data == "images" and need.needs_target:
+            raise ConfigError(f"stage '{stage.name}' trains on images without labels: its term "
+                              f"'{name}' (loss '{t.loss}') needs labels")
         terms.append(Term(name=name, loss=t.loss, weight=t.weight, student=t.student,
                           teacher=teacher, student_hook=t.student_hook,
                           teacher_hook=t.teacher_hook, connector=t.connector, options=t.options))

@@ -1,12 +1,16 @@
 """Tensor-only distillation losses. Importing this package registers every loss in LOSSES.
 
 Each loss is a small ``nn.Module``: ``forward(student, teacher, **extra) -> scalar`` (unweighted,
-float32 whatever the autocast state); the maths are plain functions in the same module.
+float32 whatever the autocast state); the maths are plain functions in the same module. What a
+loss needs (teacher, labels, logits or features, teacher-side setup) it declares on its class:
+see :mod:`.contract`.
 """
 from __future__ import annotations
 
 from . import at, ce, cwd, dist, hint, kd, ofd, skd
 from ._common import LossInputError
+from .contract import Contract, Loss, TermPaths, contract_of
 from .ofd import ofd_margin
 
-__all__ = ["LossInputError", "at", "ce", "cwd", "dist", "hint", "kd", "ofd", "ofd_margin", "skd"]
+__all__ = ["Contract", "Loss", "LossInputError", "TermPaths", "at", "ce", "contract_of", "cwd", "dist",
+           "hint", "kd", "ofd", "ofd_margin", "skd"]

@@ -4,11 +4,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from segkd.registry import LOSSES
 
 from ._common import check_pair, fp32_forward, require_teacher, resize
+from .contract import Loss
 
 
 def attention_map(feature: Tensor, p: float = 2.0) -> Tensor:
@@ -40,7 +41,7 @@ def attention_transfer(student: Tensor, teacher: Tensor, p: float = 2.0) -> Tens
 
 
 @LOSSES.register("at")
-class AttentionTransfer(nn.Module):
+class AttentionTransfer(Loss):
     """AT loss between two feature maps (no connector needed)."""
 
     def __init__(self, p: float = 2.0) -> None:

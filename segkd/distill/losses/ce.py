@@ -5,11 +5,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from segkd.registry import LOSSES
 
 from ._common import LossInputError, check_4d, fp32_forward, resize
+from .contract import Loss
 
 
 def check_labels(target: Tensor, num_classes: int, ignore_index: int) -> None:
@@ -56,8 +57,11 @@ def segmentation_ce(
 
 
 @LOSSES.register("ce")
-class CrossEntropy(nn.Module):
+class CrossEntropy(Loss):
     """Pixel cross-entropy; ``extra['ignore_index']`` overrides the constructor's."""
+
+    needs_teacher = False  # the supervised term: a term's `teacher:` is ignored
+    needs_target = True
 
     def __init__(self, ignore_index: int = 255, label_smoothing: float = 0.0) -> None:
         super().__init__()

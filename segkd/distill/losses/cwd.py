@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from segkd.registry import LOSSES
 
 from ._common import check_pair, fp32_forward, require_teacher, resize
+from .contract import Loss
 
 
 def channel_wise_kd(student: Tensor, teacher: Tensor, tau: float = 1.0) -> Tensor:
@@ -30,7 +31,7 @@ def channel_wise_kd(student: Tensor, teacher: Tensor, tau: float = 1.0) -> Tenso
 
 
 @LOSSES.register("cwd")
-class ChannelWiseDistillation(nn.Module):
+class ChannelWiseDistillation(Loss):
     """CWD; the student is resized (bilinear) to the teacher's size; channels must match."""
 
     def __init__(self, tau: float = 1.0) -> None:

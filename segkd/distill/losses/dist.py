@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from segkd.registry import LOSSES
 
 from ._common import check_pair, fp32_forward, match_larger, require_teacher
+from .contract import Loss
 
 
 def pearson(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
@@ -47,7 +48,7 @@ def dist_loss(
 
 
 @LOSSES.register("dist")
-class DIST(nn.Module):
+class DIST(Loss):
     """DIST on logits; logits of different sizes: the smaller is upsampled to the larger."""
 
     def __init__(self, tau: float = 1.0, beta: float = 1.0, gamma: float = 1.0) -> None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from segkd.registry import LOSSES
 
 from ._common import check_pair, fp32_forward, require_teacher, resize
+from .contract import Loss
 
 
 def standardize_channels(x: Tensor, eps: float = 1e-6) -> Tensor:
@@ -44,7 +45,7 @@ def feature_mse(student: Tensor, teacher: Tensor, normalize: bool = False) -> Te
 
 
 @LOSSES.register("mse")
-class FeatureMSE(nn.Module):
+class FeatureMSE(Loss):
     """MSE between student and teacher features; also registered as 'hint' and 'fitnet'."""
 
     def __init__(self, normalize: bool = False) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from segkd.registry import LOSSES
 
 from ._common import LossInputError, check_pair, fp32_forward, masked_mean, match_larger
 from ._common import require_teacher, valid_mask
+from .contract import Loss
 
 
 def pixel_kl(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
@@ -47,7 +48,7 @@ IGNORED_PIXELS = ("exclude", "include")
 
 
 @LOSSES.register("kd")
-class PixelKD(nn.Module):
+class PixelKD(Loss):
     """Pixel KD, T^2 KL(p_t || p_s) per pixel; ignore_pixels: exclude (default) | include.
 
     ``exclude`` (default): pixels labelled ``ignore_index`` in ``extra['target']`` are left out

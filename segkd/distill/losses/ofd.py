@@ -1,5 +1,8 @@
 """Overhaul of Feature Distillation (Heo et al., "A Comprehensive Overhaul of Feature
-Distillation", ICCV 2019): partial L2 against a margin-clipped pre-ReLU teacher feature."""
+Distillation", ICCV 2019): partial L2 against a margin-clipped pre-ReLU teacher feature.
+
+Its teacher-side setup lives here too: :meth:`OFDLoss.bind` takes the margin from the teacher's
+BatchNorm before the term's teacher position (or the one named by the ``margin_bn`` option)."""
 from __future__ import annotations
 
 import math
@@ -8,9 +11,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from segkd.errors import ConfigError
 from segkd.registry import LOSSES
 
+from segkd.distill.recorder import get_module
 from ._common import LossInputError, check_pair, fp32_forward, require_teacher, resize
+from .contract import Loss, TermPaths
 
 
 @torch.no_grad()
@@ -50,9 +56,34 @@ def partial_l2(student: Tensor, teacher: Tensor, margin: Tensor) -> Tensor:
     return diff.pow(2).sum() / student.shape[0]
 
 
+def bn_before(path: str, teacher: nn.Module) -> str:
+    """The BatchNorm whose output feeds the activation at ``path`` (``X.actN`` -> ``X.bnN``,
+    else the last BatchNorm registered before ``path`` in module order)."""
+    head, _, leaf = path.rpartition(".")
+    if leaf.startswith("act") and leaf[3:].isdigit():
+        cand = f"{head}.bn{leaf[3:]}" if head else f"bn{leaf[3:]}"
+        if cand in dict(teacher.named_modules()):
+            return cand
+    last, seen = None, False
+    for name, m in teacher.named_modules():
+        inside = name == path or name.startswith(path + ".")
+        if seen and not inside:
+            break  # past the module and its children
+        seen = seen or inside
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            last = name
+    if last is None:
+        raise ConfigError(f"no BatchNorm before teacher path '{path}' to derive the OFD margin")
+    return last
+
+
 @LOSSES.register("ofd")
-class OFDLoss(nn.Module):
-    """OFD partial L2. The margin comes from ``extra['margin']`` or :meth:`set_margin`."""
+class OFDLoss(Loss):
+    """OFD partial L2. The margin comes from ``extra['margin']``, :meth:`set_margin` or
+    :meth:`bind` (the teacher's BatchNorm before the term's teacher position)."""
+
+    inputs = "features"  # pre-ReLU features at module paths, never logits
+    wiring = ("margin_bn",)  # option: the teacher BatchNorm path, when not the one before
 
     margin: Tensor | None
 
@@ -63,6 +94,13 @@ class OFDLoss(nn.Module):
     def set_margin(self, margin: Tensor) -> None:
         """Hold ``margin [C]`` (e.g. ``ofd_margin(bn.weight, bn.bias)``) for later calls."""
         self.margin = margin.detach().float().flatten()
+
+    def bind(self, teacher: nn.Module, paths: TermPaths) -> None:
+        """Take the margin from the teacher's BatchNorm: ``margin_bn`` when the term gives it,
+        else the one before ``paths.teacher`` (see :func:`bn_before`)."""
+        bn_path = paths.wiring.get("margin_bn") or bn_before(str(paths.teacher), teacher)
+        bn = get_module(teacher, bn_path, "teacher")
+        self.set_margin(ofd_margin(bn.weight, bn.bias))
 
     def _margin(self, extra: dict[str, Any], channels: int, device: torch.device) -> Tensor:
         margin = extra.get("margin", self.margin)

@@ -17,11 +17,12 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from segkd.registry import LOSSES
 
 from ._common import LossInputError, check_pair, fp32_forward, require_teacher, resize
+from .contract import Loss
 
 VARIANTS = ("skd", "cirkd")
 
@@ -73,7 +74,7 @@ def pairwise_similarity_kd(student: Tensor, teacher: Tensor, kernel: tuple[int, 
 
 
 @LOSSES.register("skd")
-class PairwiseSimilarity(nn.Module):
+class PairwiseSimilarity(Loss):
     """SKD pair-wise term; variant: skd (default, the authors' code) | cirkd (CIRKD's).
 
     ``skd``: max-pool cells of ``int(scale * side)``, detached normalisation; ``cirkd``: 2x2
