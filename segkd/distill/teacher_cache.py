@@ -295,7 +295,9 @@ class TeacherCache:
             check_exact(ds.transform)
         flip = find_flip(ds.transform)
         views = 2 if flip is not None else 1
-        key = {**self.key, **self._ids.setdefault(id(ds), dataset_identity(ds)), "views": views}
+        if id(ds) not in self._ids:  # stats every file: once per dataset
+            self._ids[id(ds)] = dataset_identity(ds)
+        key = {**self.key, **self._ids[id(ds)], "views": views}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             _, probe = self._outputs(ds, flip, [0], views)
