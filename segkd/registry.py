@@ -61,6 +61,11 @@ class Registry:
             )
         return self._items[name]
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a plug-in or a test taking its registration back); unknown: error."""
+        self.get(name)
+        del self._items[name]
+
     def build(self, name: str, **kwargs: Any) -> Any:
         return self.get(name)(**kwargs)
 
