@@ -28,7 +28,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -75,6 +75,9 @@ class StudySpec(_Strict):
     # (MIRRORED); a run found there counts as done, so a study resumed on another machine, from a
     # fresh checkout, continues instead of repeating finished runs.
     results_dir: Optional[str] = None
+    # run order: "method" (every seed of a method, then the next method) or "seed" (every method
+    # at the first seed, then the next seed: a study cut short still compares every method)
+    order: Literal["method", "seed"] = "method"
 
     @field_validator("students", "seeds", "fractions")
     @classmethod
@@ -262,6 +265,8 @@ def plan_arms(spec: StudySpec, teacher_ckpt: Optional[Path]) -> list[Arm]:
             mirror = Path(spec.results_dir) / rel if spec.results_dir else None
             arms.append(Arm(method, enc, frac, seed, path, over, Path(spec.out_dir) / rel,
                             needs_teacher=bool(inject), mirror=mirror))
+    if spec.order == "seed":  # stable: methods keep their order within a seed
+        arms.sort(key=lambda a: spec.seeds.index(a.seed))
     return arms
 
 

@@ -213,3 +213,13 @@ def test_limit_runs_at_most_n_arms_then_the_next_call_continues(setup):
     run_study(path, console=_quiet(root), report=False, limit=1)
     assert len(fake.calls) == 2
     assert "complete: all 2 run(s) done" in (root / "console.txt").read_text()
+
+
+def test_seed_order_runs_every_method_at_a_seed_first(setup):
+    root, spec, fake = setup
+    spec = {**spec, "students": ["kd_resnet10"], "fractions": [1.0], "order": "seed"}
+    run_study(_write_spec(root, spec), console=_quiet(root), report=False)
+    arms = [c["run_dir"].split("/out/")[1] for c in fake.calls[1:]]
+    # (the fixture's spec is written with sorted keys: kd before scratch)
+    assert arms == ["kd/kd_resnet10/f1.0/s0", "scratch/kd_resnet10/f1.0/s0",
+                    "kd/kd_resnet10/f1.0/s1", "scratch/kd_resnet10/f1.0/s1"]
