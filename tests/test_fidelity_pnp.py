@@ -87,7 +87,7 @@ def test_frozen_copy_through_the_engine_has_zero_hint_loss(tmp_path, tiny):
     assert row["train/loss/hint_aspp"] == 0.0 and row["train/loss/hint_decoder"] > 0
 
 
-def test_frozen_mode_train_keeps_the_whole_student_training(tiny):
+def test_frozen_mode_train_keeps_the_whole_student_training():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
                                 torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Conv2d(4, 4, 1)))
     model[0].requires_grad_(False)
@@ -131,7 +131,7 @@ def test_pnp_recipes_declare_no_wider_unfreezing(path):
         assert (stage.schedule.threshold, stage.schedule.threshold_mode) == (0.01, "rel")
 
 
-def test_teacher_blocks_are_not_trained_by_default(tiny):
+def test_teacher_blocks_are_not_trained_by_default():
     """Replacement records without a stage (the teacher's own cheap blocks) stay frozen."""
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3))
     reps = [{"paths": ["0"]}, {"paths": ["1"], "stage": 1}]
