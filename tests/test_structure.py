@@ -275,3 +275,72 @@ def test_model_structure_checks_see_planted_code():
     assert engine_imports(planted) == {"segkd.tools.x": {"model_from_checkpoint"},
                                        "segkd.models.y": {"loop"}, "segkd.z": {"segkd.engine.state"}}
     assert definitions(planted) == {"f": {"segkd.models.y"}, "load_strict": {"segkd.z"}}
+
+
+# ----------------------------------------------------------------------------- losses
+# The generic parts: they ask a loss's declared contract (segkd/distill/losses/contract.py) and
+# never name a method (the Distiller carried OFD's margin setup; build.py branched on "ce").
+GENERIC = [PKG / "distill" / "distiller.py", *sorted((PKG / "engine").glob("*.py"))]
+METHOD_WORDS = ("ofd", "margin", "bn_before")
+
+
+def _docstrings(tree: ast.Module) -> set[int]:
+    """ids of the docstring constants of a module and of its classes and functions."""
+    owners = [tree] + [n for n in ast.walk(tree)
+                       if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
+    return {id(o.body[0].value) for o in owners
+            if o.body and isinstance(o.body[0], ast.Expr) and isinstance(o.body[0].value, ast.Constant)}
+
+
+def loss_mentions(tree: ast.Module, loss_names: set[str]) -> list[str]:
+    """What the code (not its comments or docstrings) says about specific losses: a string that is
+    a registered loss name or holds a method's word, and an identifier that holds one."""
+    docs, found = _docstrings(tree), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+            text = node.value
+            if text in loss_names or any(w in text.lower() for w in METHOD_WORDS):
+                found.append(f"line {node.lineno}: string {text!r}")
+        for attr in ("id", "attr", "name", "arg"):  # Name, Attribute, def/class/alias, argument
+            ident = getattr(node, attr, None)
+            if isinstance(ident, str) and any(w in ident.lower() for w in METHOD_WORDS):
+                found.append(f"line {getattr(node, 'lineno', '?')}: name {ident!r}")
+    return found
+
+
+def _loss_names() -> set[str]:
+    import segkd.distill.losses  # noqa: F401  (registers segkd's losses)
+    from segkd.registry import LOSSES
+
+    return set(LOSSES.names())
+
+
+def test_generic_parts_name_no_loss():
+    """segkd/distill/distiller.py and segkd/engine/*.py work with any registered loss: what a loss
+    needs is in its contract, its teacher-side setup in its own ``bind``."""
+    names = _loss_names()
+    bad = {str(p.relative_to(PKG)): hits for p in GENERIC
+           if (hits := loss_mentions(ast.parse(p.read_text()), names))}
+    assert not bad, f"the generic parts name specific losses: {bad}"
+
+
+def test_loss_mentions_sees_planted_code_and_skips_docs():
+    names = {"ce", "ofd", "kd"}
+    planted = ast.parse(
+        '"""Module doc: OFD margins, ce."""\n'
+        "# a comment about ofd and margin_bn\n"
+        "def f(t, d):\n"
+        '    """ofd, margin, ce in a docstring."""\n'
+        '    teacher = None if t.loss == "ce" else t.teacher\n'
+        '    if t.loss in ("kd", "x"):\n'
+        "        d.margin_bn = {}\n"
+        '    if hasattr(d, "set_margin"):\n'
+        "        from .losses import ofd_margin\n"
+        "    return _bn_before(t, d)\n")
+    hits = loss_mentions(planted, names)
+    assert {h.split(": ", 1)[1] for h in hits} == {
+        "string 'ce'", "string 'kd'", "name 'margin_bn'", "string 'set_margin'",
+        "name 'ofd_margin'", "name '_bn_before'"}
+    clean = ast.parse('"""OFD and ce, documented."""\n# margin\ndef g(loss):\n'
+                      '    """The kd loss."""\n    return loss.needs_teacher\n')
+    assert loss_mentions(clean, names) == []
