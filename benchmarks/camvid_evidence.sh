@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Tables of the CamVid evidence studies (configs/studies/camvid_{methods,search,kdsemseg_small,pnp}.yaml)
+# from the per-run results committed under docs/results/: mean ± std over seeds (results.md),
+# each method against its baseline with a Welch 95% interval and the share of the teacher-baseline
+# gap it closes (comparison.md), per-class IoU (per_class.md) and parameters vs mIoU (plot).
+# The teacher's val mIoU (0.543) is that of ../shared/teachers/camvid-unet-r34-128x96.pt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SEGKD=${SEGKD:-segkd}
+TEACHER=0.543
+report() {  # DIR BASELINE
+  [ -d "docs/results/$1" ] && ls docs/results/$1/*/*/*/*/summary.json >/dev/null 2>&1 || return 0
+  $SEGKD report "docs/results/$1" --out "docs/results/$1" --plot --baseline "$2" --teacher-score $TEACHER
+}
+report camvid_methods ce
+# the search has no CE arm of its own: it is read together with the methods study's baseline
+if ls docs/results/camvid_search/*/*/*/*/summary.json >/dev/null 2>&1; then
+  $SEGKD report docs/results/camvid_search docs/results/camvid_methods/ce --out docs/results/camvid_search \
+    --baseline ce --teacher-score $TEACHER
+fi
+report camvid_kdsemseg scratch
+report camvid_pnp pnp60_labels
