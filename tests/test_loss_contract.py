@@ -154,6 +154,10 @@ def test_contract_defaults_and_declared_values() -> None:
     assert (ce.needs_teacher, ce.needs_target) == (False, True)
     assert (ofd.inputs, ofd.wiring) == ("features", ("margin_bn",))
     assert contract_of("ofd").split_options({"margin_bn": "a.bn1", "x": 1}) == ({"x": 1}, {"margin_bn": "a.bn1"})
+    logits_only = contract_of("lo", type("LogitsOnly", (Loss,), {"inputs": "logits"}))
+    logits_only.check_term("lo", "logits", "logits", "logits")
+    with pytest.raises(ConfigError, match="term 'lo'.*reads logits only"):
+        logits_only.check_term("lo", "logits", "encoder.model.layer3", "logits")
     bad = type("Bad", (Loss,), {"inputs": "pixels"})
     with pytest.raises(ConfigError, match="inputs='pixels'"):
         contract_of("bad", bad)
