@@ -1,0 +1,56 @@
+"""Write the CamVid evidence section of docs/benchmarks.md (between its evidence markers) from the
+tables benchmarks/camvid_evidence.sh wrote under docs/results/: run it after that script."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- evidence:start -->", "<!-- evidence:end -->"
+
+
+def _table(study: str) -> str:
+    path = ROOT / "docs" / "results" / study / "comparison.md"
+    if not path.is_file():
+        return "_(no finished run yet)_\n"
+    rows = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    return "\n".join(rows) + "\n"
+
+
+def _count(study: str) -> int:
+    return len(list((ROOT / "docs" / "results" / study).glob("*/*/*/*/summary.json")))
+
+
+def _configs(study: str) -> int:
+    return len({p.parts[-5] for p in (ROOT / "docs" / "results" / study).glob("*/*/*/*/summary.json")})
+
+
+def section(intro: str) -> str:
+    parts = [START, intro]
+    for study, title in (("camvid_methods", "Methods (`configs/studies/camvid_methods.yaml`)"),
+                         ("camvid_search", "Recipe search (`camvid_search.yaml`, then `camvid_best.yaml` for seeds 1-2)"),
+                         ("camvid_kdsemseg", "kdsemseg arms (`camvid_kdsemseg_small.yaml`)"),
+                         ("camvid_pnp", "Plug and Play on CamVid (`camvid_pnp.yaml`)")):
+        parts.append(f"#### {title}: {_count(study)} finished run(s), {_configs(study)} configuration(s)\n")
+        parts.append(_table(study))
+    parts.append(END)
+    return "\n".join(parts)
+
+
+def main() -> None:
+    text = DOC.read_text()
+    intro = (ROOT / "benchmarks" / "evidence_intro.md").read_text()
+    new = section(intro)
+    if START in text:
+        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: new, text, flags=re.S)
+    else:
+        anchor = "## Distillation methods on CamVid"
+        text = text.replace(anchor, new + "\n\n" + anchor, 1)
+    DOC.write_text(text)
+    print(f"wrote the evidence section of {DOC}")
+
+
+if __name__ == "__main__":
+    main()
