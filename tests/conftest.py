@@ -95,3 +95,31 @@ def segkd(monkeypatch, capsys):
     return run
 
 
+
+
+def step_rows(run: Path) -> int:
+    """How many per-iteration rows a run's metrics.jsonl holds (one per step with log_every=1)."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    return sum('"train/loss_step"' in line for line in path.read_text().splitlines())
+
+
+def run_then_kill(args: list[str], run: Path, ready, timeout: float, what: str) -> None:
+    """Start `segkd -q ARGS --run-dir RUN` and SIGKILL it as soon as ``ready()`` is true (a real
+    kill -9: no cleanup runs); fails if the run ends first or ``what`` does not happen in time."""
+    import signal
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "segkd.cli", "-q", *args, "--run-dir", str(run)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    try:
+        while not ready():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() - t0 < timeout, f"{what} did not happen in time"
+            time.sleep(0.01)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()

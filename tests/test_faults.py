@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ from segkd.errors import CheckpointError
 # same helpers as test_errors (tests are not a package: import by module name)
 sys.path.insert(0, str(Path(__file__).parent))
 from test_errors import assert_clean_error, cli, write_config  # noqa: E402
+from conftest import run_then_kill, step_rows  # noqa: E402
 
 EPOCHS, ITERS = 3, 6
 STAGE = {"epochs": EPOCHS, "iters_per_epoch": ITERS, "optimizer": {"name": "adam", "lr": 1e-3},
@@ -36,29 +34,11 @@ def reference(tmp_path_factory) -> tuple[Path, Path]:
     return cfg, tmp / "ref"
 
 
-def _step_rows(run: Path) -> int:
-    """How many per-iteration rows metrics.jsonl holds (one per step with log_every=1)."""
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return 0
-    return sum('"train/loss_step"' in line for line in path.read_text().splitlines())
-
-
 def _kill_during_epoch_2(cfg: Path, run: Path, timeout: float = 240) -> None:
     """Start a run, wait until epoch 1 is checkpointed and epoch 2 has taken 2 steps, kill -9."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "segkd.cli", "-q", "train", str(cfg),
-                             "--run-dir", str(run)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    t0 = time.time()
-    try:
-        while not ((run / "last.pt.sha256").is_file() and _step_rows(run) >= ITERS + 2):
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.time() - t0 < timeout, "epoch 1 was not checkpointed in time"
-            time.sleep(0.01)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    run_then_kill(["train", str(cfg)], run,
+                  lambda: (run / "last.pt.sha256").is_file() and step_rows(run) >= ITERS + 2,
+                  timeout, "epoch 1 checkpointed")
 
 
 def _summary(run: Path) -> dict:

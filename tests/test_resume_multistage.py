@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ from segkd.errors import CheckpointError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_errors import cli, write_config  # noqa: E402
+from conftest import run_then_kill, step_rows  # noqa: E402
 
 S1_ITERS, S2_ITERS = 3, 6
 OFD = {"loss": "ofd", "name": "ofd1", "weight": 1e-3, "student": "encoder.model.layer1.0.act2",
@@ -48,28 +46,10 @@ def reference(tmp_path_factory, teacher_ckpt) -> tuple[Path, Path]:
     return cfg, tmp / "ref"
 
 
-def _step_rows(run: Path) -> int:
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return 0
-    return sum('"train/loss_step"' in line for line in path.read_text().splitlines())
-
-
 def _kill_in_stage_2_epoch_2(cfg: Path, run: Path, timeout: float = 400) -> None:
     """Kill -9 two steps into stage 2's second epoch (its first epoch is checkpointed)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "segkd.cli", "-q", "distill", str(cfg),
-                             "--run-dir", str(run)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    t0 = time.time()
-    try:
-        while _step_rows(run) < S1_ITERS + S2_ITERS + 2:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.time() - t0 < timeout, "stage 2 did not start in time"
-            time.sleep(0.01)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    run_then_kill(["distill", str(cfg)], run, lambda: step_rows(run) >= S1_ITERS + S2_ITERS + 2,
+                  timeout, "stage 2")
 
 
 def _history(run: Path) -> list[dict]:
