@@ -3,7 +3,6 @@ atomic checkpoint writes. Training runs go through the real CLI in subprocesses.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path

@@ -5,7 +5,6 @@ Connectors are loaded strictly: a renamed key is refused, not left at random wei
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
