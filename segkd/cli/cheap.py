@@ -6,14 +6,9 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from .base import out
+from .base import out, pair
 
 cheap = typer.Typer(no_args_is_help=True, help="Cheap-convolution students (Plug and Play).")
-
-
-def _size(text: str) -> tuple[int, int]:
-    h, _, w = text.replace("x", ",").partition(",")
-    return int(h), int(w or h)
 
 
 def plan_rows(model, paths: list[str], block: str, options: dict, size: tuple[int, int]):
@@ -52,8 +47,8 @@ def plan(model: str = typer.Argument(..., help="teacher checkpoint, config or ar
     from ..models.cheap import auto_plan, resolve_paths
     from ..models.profile import measure_latency
 
+    hw = pair(size) or (512, 512)  # before any loading: a bad --size is one line, at once
     teacher, what = load_any_model(model, classes)
-    hw = _size(size)
     opts = {k: v for k, v in {"kernel_size": kernel_size, "dilation": dilation}.items() if v is not None}
     if paths:
         chosen = resolve_paths(teacher, paths)
