@@ -192,7 +192,8 @@ def _segkd_step(su: Setup, method: str):
     from segkd.engine.fabric import make_fabric
     from segkd.engine.logger import RunLogger
     from segkd.engine.optim import build_optimizer
-    from segkd.engine.train import train_epoch
+    from segkd.engine.state import StageRun
+    from segkd.engine.train import EpochSpec, train_epoch
 
     t, s = su.models()
     prec = "bf16-mixed" if su.precision == "bf16" else "32"
@@ -207,10 +208,11 @@ def _segkd_step(su: Setup, method: str):
     logger = RunLogger(None, False, False)
 
     def run(batches: list[dict], teacher_cache=None) -> None:
-        kw = {} if teacher_cache is None else {"teacher_cache": teacher_cache}
-        train_epoch(fabric, module, opt, None, batches, len(batches), labeled=True, accum=1,
-                    grad_clip=None, channels_last=su.channels_last, log_every=10**9,
-                    logger=logger, title="bench", step0=0, where="bench", **kw)
+        run_ = StageRun(module=module, opt=opt, loader=batches, iters=len(batches),
+                        teacher_cache=teacher_cache)
+        train_epoch(fabric, run_, EpochSpec(labeled=True, title="bench", where="bench",
+                                            channels_last=su.channels_last, log_every=10**9),
+                    logger)
     return fabric, d, run
 
 

@@ -55,7 +55,8 @@ def _epoch(loader) -> dict:
 
     from segkd.distill.distiller import Distiller, Term
     from segkd.engine.logger import RunLogger
-    from segkd.engine.train import train_epoch
+    from segkd.engine.state import StageRun
+    from segkd.engine.train import EpochSpec, train_epoch
 
     fabric = Fabric(accelerator="cpu", devices=1)
     student = torch.nn.Conv2d(3, 3, 1)
@@ -63,9 +64,9 @@ def _epoch(loader) -> dict:
     d.configure([Term(name="ce", loss="ce", teacher=None)], torch.zeros(2, 3, 16, 16))
     opt = torch.optim.SGD(d.parameters(), lr=0.1)
     module, opt = fabric.setup(d, opt)
-    return train_epoch(fabric, module, opt, None, loader, len(loader), labeled=True, accum=1,
-                       grad_clip=None, channels_last=False, log_every=100,
-                       logger=RunLogger(None, False, False), title="t", step0=0, where="test")
+    return train_epoch(fabric, StageRun(module=module, opt=opt, loader=loader, iters=len(loader)),
+                       EpochSpec(labeled=True, title="t", where="test", log_every=100),
+                       RunLogger(None, False, False))
 
 
 def test_train_epoch_reports_the_share_spent_waiting_for_data():

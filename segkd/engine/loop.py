@@ -21,7 +21,8 @@ from .fabric import make_fabric, resolve_precision
 from .logger import RunLogger
 from .optim import build_optimizer, build_scheduler, extend_optimizer
 from .plan import optimizer_chain, schedule_span, stage_trainable
-from .state import model_checkpoint, rng_state, seed_all, set_rng_state
+from .state import Progress, StageRun, model_checkpoint, rng_state, seed_all, set_rng_state
+from .train import EpochSpec, train_epoch
 
 
 DATA_BOUND = 0.2  # share of an epoch spent waiting for data above which the run says so
@@ -35,11 +36,15 @@ class Engine:
         self.fabric = make_fabric(cfg.trainer)
         self.replacements: list[dict] = []  # exact paths, in order: rebuilds the architecture
         self.replaced_records: list[dict] = []  # per-conv params before/after (for reports)
-        self.progress = {"stage": 0, "epoch": 0, "step": 0, "best": None, "best_epoch": None,
-                         "replaced_upto": 0, "images": 0, "train_time": 0.0}
+        self.counters = Progress()
         self.history: list[dict] = []
         self._slow_data_said = False
         self._opt: Optional[torch.optim.Optimizer] = None  # the raw optimizer of the stage
+
+    @property
+    def progress(self) -> dict[str, Any]:
+        """The counters in their checkpoint form (a copy: change :attr:`counters`)."""
+        return self.counters.to_dict()
 
     # ================================================================== setup
     def _setup(self) -> Optional[dict]:
@@ -94,7 +99,7 @@ class Engine:
             _allow_recompiles(2 * len(cfg.stages) + 2)
             student.compile()
         self.logger = RunLogger(self.run_dir, f.is_global_zero, cfg.trainer.progress,
-                                resume_step=self.progress["step"] if self.resume else None)
+                                resume_step=self.counters.step if self.resume else None)
         self.teacher_cache = build_teacher_cache(cfg, f, self.distiller, self.logger.info, self.logger)
         self.logger.info(f"precision: {value} ({reason})")
         if init_note:
@@ -112,7 +117,7 @@ class Engine:
         self.replacements = list(ckpt.get("replacements", []))
         student = build_from_spec(self.spec, self.replacements)
         load_strict(student, ckpt["state_dict"], str(self.run_dir / "last.pt"))
-        self.progress.update(ckpt["progress"])
+        self.counters = Progress.from_dict(ckpt["progress"])
         self.history = list(ckpt.get("history", []))
         return student
 
@@ -122,7 +127,7 @@ class Engine:
 
     def _setup_stage(self, si: int, stage: StageCfg):
         d = self.distiller
-        if stage.replace and si >= self.progress["replaced_upto"]:
+        if stage.replace and si >= self.counters.replaced_upto:
             for r in stage.replace:
                 recs = apply_replacements(d.student, [r.model_dump()])
                 self.replacements.append({"paths": [x["path"] for x in recs], "block": r.block,
@@ -131,7 +136,7 @@ class Engine:
             # new blocks in the run's memory format, as a resumed run builds them (exact resume)
             fmt = torch.channels_last if self.cfg.trainer.channels_last else torch.preserve_format
             d.student.to(self.fabric.device, memory_format=fmt)
-            self.progress["replaced_upto"] = si + 1
+            self.counters.replaced_upto = si + 1
         chain = optimizer_chain(self.cfg.stages, si)
         if chain and self._opt is None:  # resumed inside a plan: rebuild its optimizer's groups
             for j in chain:
@@ -166,13 +171,13 @@ class Engine:
     def run(self) -> dict:
         ckpt = self._setup()
         if ckpt is not None:
-            self._earlier_connectors(self.progress["stage"])
+            self._earlier_connectors(self.counters.stage)
         t0 = time.time()
         try:
             for si, stage in enumerate(self.cfg.stages):
-                if si < self.progress["stage"]:
+                if si < self.counters.stage:
                     continue
-                self._run_stage(si, stage, ckpt if si == self.progress["stage"] else None)
+                self._run_stage(si, stage, ckpt if si == self.counters.stage else None)
                 ckpt = None
             summary = self._finish(time.time() - t0)
         finally:
@@ -199,9 +204,33 @@ class Engine:
         return train, val
 
     def _run_stage(self, si: int, stage: StageCfg, ckpt: Optional[dict]) -> None:
+        run = self._stage_run(si, stage)
+        start = 0
+        if ckpt is not None and ckpt["progress"]["stage"] == si:
+            run.opt.load_state_dict(ckpt["optimizer"])
+            if run.sched is not None and ckpt.get("scheduler"):
+                run.sched.load_state_dict(ckpt["scheduler"])
+            # strict: a missing or renamed connector must not leave random weights behind
+            load_strict(self.distiller.connectors, ckpt.get("connectors", {}),
+                        f"{self.run_dir / 'last.pt'} (connectors)")
+            set_rng_state(ckpt["rng"])
+            start = ckpt["progress"]["epoch"]
+        else:
+            c = self.counters
+            c.stage, c.epoch, c.best, c.best_epoch = si, 0, None, None
+        for epoch in range(start, stage.epochs):
+            self._epoch(si, stage, epoch, run)
+        if stage.select.restore_best and (self.run_dir / "best.pt").is_file():
+            best = load_checkpoint(self.run_dir / "best.pt")
+            load_strict(self.distiller.student, best["state_dict"], "best.pt")
+        self.counters.stage, self.counters.epoch = si + 1, 0
+
+    def _stage_run(self, si: int, stage: StageCfg) -> StageRun:
+        """The stage's module, optimiser, schedule (spanning a plan's stages), loaders and
+        teacher cache."""
         module, opt = self._setup_stage(si, stage)
         train_loader, val_loader = self._loaders(stage)
-        self.stage_cache = None if self.teacher_cache is None else self.teacher_cache.for_stage(
+        cache = None if self.teacher_cache is None else self.teacher_cache.for_stage(
             train_loader.dataset.ds, self.distiller.teacher_positions())
         iters = stage.iters_per_epoch or len(train_loader)
         if iters == 0:
@@ -210,63 +239,45 @@ class Engine:
         offset, total = schedule_span(self.cfg.stages, si,
                                       lambda j: steps if j == si else self._stage_steps(j))
         sched, when = build_scheduler(opt, stage.schedule, total, stage.optimizer.lr, offset)
-        start = 0
-        if ckpt is not None and ckpt["progress"]["stage"] == si:
-            opt.load_state_dict(ckpt["optimizer"])
-            if sched is not None and ckpt.get("scheduler"):
-                sched.load_state_dict(ckpt["scheduler"])
-            # strict: a missing or renamed connector must not leave random weights behind
-            load_strict(self.distiller.connectors, ckpt.get("connectors", {}),
-                        f"{self.run_dir / 'last.pt'} (connectors)")
-            set_rng_state(ckpt["rng"])
-            start = ckpt["progress"]["epoch"]
-        else:
-            self.progress.update(stage=si, epoch=0, best=None, best_epoch=None)
-        for epoch in range(start, stage.epochs):
-            self._epoch(si, stage, epoch, module, opt, sched, when, train_loader, iters, val_loader)
-        if stage.select.restore_best and (self.run_dir / "best.pt").is_file():
-            best = load_checkpoint(self.run_dir / "best.pt")
-            load_strict(self.distiller.student, best["state_dict"], "best.pt")
-        self.progress.update(stage=si + 1, epoch=0)
+        return StageRun(module=module, opt=opt, loader=train_loader, iters=iters, sched=sched,
+                        when=when, val_loader=val_loader, teacher_cache=cache)
 
     # ================================================================== one epoch
-    def _epoch(self, si, stage, epoch, module, opt, sched, when, loader, iters, val_loader) -> None:
-        from .train import train_epoch
-
-        f, cfg = self.fabric, self.cfg
-        seed_all(cfg.seed * 1_000_003 + si * 10_007 + epoch)
-        loader.sampler.set_epoch(si * 100_000 + epoch)
+    def _epoch(self, si: int, stage: StageCfg, epoch: int, run: StageRun) -> None:
+        f, tr, c = self.fabric, self.cfg.trainer, self.counters
+        seed_all(self.cfg.seed * 1_000_003 + si * 10_007 + epoch)
+        run.loader.sampler.set_epoch(si * 100_000 + epoch)
         title = f"{stage.name} {epoch + 1}/{stage.epochs}"
+        spec = EpochSpec(labeled=stage.data == "labeled", title=title,
+                         where=f"stage '{stage.name}' epoch {epoch + 1}", step0=c.step,
+                         accum=tr.grad_accum, grad_clip=tr.grad_clip,
+                         channels_last=tr.channels_last, log_every=tr.log_every)
         t = time.time()
-        stats = train_epoch(f, module, opt, sched if when == "iter" else None, loader, iters,
-                            labeled=stage.data == "labeled", accum=cfg.trainer.grad_accum,
-                            grad_clip=cfg.trainer.grad_clip, channels_last=cfg.trainer.channels_last,
-                            log_every=cfg.trainer.log_every, logger=self.logger, title=title,
-                            step0=self.progress["step"], where=f"stage '{stage.name}' epoch {epoch + 1}",
-                            teacher_cache=self.stage_cache)
+        stats = train_epoch(f, run, spec, self.logger)
         dt = time.time() - t
-        self.progress["step"] += stats["steps"]
-        self.progress["images"] += stats["images"] * f.world_size
-        self.progress["train_time"] += dt
-        if sched is not None and when == "plateau":
-            sched.step(stats["loss"])
-        elif sched is not None and when == "epoch":
-            sched.step()
+        c.step += stats["steps"]
+        c.images += stats["images"] * f.world_size
+        c.train_time += dt
+        if run.sched is not None and run.when == "plateau":
+            run.sched.step(stats["loss"])
+        elif run.sched is not None and run.when == "epoch":
+            run.sched.step()
         row = {f"train/{k}": v for k, v in stats.items() if k.startswith("loss")}
-        row.update({"lr": opt.param_groups[0]["lr"], "train/images_per_s": stats["images"] * f.world_size / dt,
+        row.update({"lr": run.opt.param_groups[0]["lr"],
+                    "train/images_per_s": stats["images"] * f.world_size / dt,
                     "train/data_wait": stats["data_wait"]})
         self._say_if_data_bound(stats["data_wait"], epoch)
         last = epoch + 1 == stage.epochs
-        if val_loader is not None and ((epoch + 1) % stage.val_every == 0 or last):
-            row.update(self._validate(stage, val_loader))
+        if run.val_loader is not None and ((epoch + 1) % stage.val_every == 0 or last):
+            row.update(self._validate(stage, run.val_loader))
             self._select(si, stage, epoch, row)
-        self.progress["epoch"] = epoch + 1
+        c.epoch = epoch + 1
         self.history.append({"stage": si, "epoch": epoch + 1, **{k: v for k, v in row.items()
                                                                    if not isinstance(v, list)}})
         self.logger.log({k: v for k, v in row.items() if not isinstance(v, list)},
-                        self.progress["step"], stage=stage.name, epoch=epoch + 1)
+                        c.step, stage=stage.name, epoch=epoch + 1)
         self.logger.info(_epoch_line(title, row))
-        self._save_last(opt, sched)
+        self._save_last(run)
 
     def _say_if_data_bound(self, share: float, epoch: int) -> None:
         """Once per run: warn when the loader held training back (after a stage's first epoch,
@@ -302,10 +313,10 @@ class Engine:
             known = [k for k in row if k.startswith("val/")]
             raise ConfigError(f"stage '{stage.name}': select.metric '{key}' is not measured; "
                               f"available: {', '.join(known)}")
-        value, best = row[key], self.progress["best"]
+        value, best = row[key], self.counters.best
         better = best is None or (value > best if stage.select.mode == "max" else value < best)
         if better:
-            self.progress.update(best=value, best_epoch=epoch + 1)
+            self.counters.best, self.counters.best_epoch = value, epoch + 1
             if self.fabric.is_global_zero:
                 save_checkpoint(self._model_ckpt({"selected": {"stage": stage.name, "metric": key,
                                                                "value": value, "epoch": epoch + 1}}),
@@ -317,13 +328,13 @@ class Engine:
         return model_checkpoint(self.distiller.student, self.spec, self.replacements, self.meta,
                                 self.cfg.model_dump(mode="json"), extra)
 
-    def _save_last(self, opt, sched) -> None:
+    def _save_last(self, run: StageRun) -> None:
         if self.fabric.is_global_zero:
             ck = self._model_ckpt()
-            ck.update(kind="run", optimizer=opt.state_dict(),
-                      scheduler=sched.state_dict() if sched is not None else None,
+            ck.update(kind="run", optimizer=run.opt.state_dict(),
+                      scheduler=run.sched.state_dict() if run.sched is not None else None,
                       connectors={k: v.cpu() for k, v in self.distiller.connectors.state_dict().items()},
-                      rng=rng_state(), progress=dict(self.progress), history=self.history)
+                      rng=rng_state(), progress=self.counters.to_dict(), history=self.history)
             save_checkpoint(ck, self.run_dir / "last.pt")
         self.fabric.barrier()
 

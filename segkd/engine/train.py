@@ -2,11 +2,29 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
 from ..errors import NonFiniteLoss
+from .state import StageRun
+
+
+@dataclass(frozen=True)
+class EpochSpec:
+    """How one epoch trains: ``labeled`` batches carry masks; ``accum`` iterations per optimiser
+    step; ``title`` names the progress bar, ``where`` the epoch in a non-finite-loss error;
+    ``step0`` is the run's optimiser step count before the epoch (x axis of the step log)."""
+
+    labeled: bool
+    title: str
+    where: str
+    step0: int = 0
+    accum: int = 1
+    grad_clip: Optional[float] = None
+    channels_last: bool = False
+    log_every: int = 50
 
 
 def _batches(loader, iters: int):
@@ -29,25 +47,26 @@ def _check_finite(out: dict, where: str, i: int) -> None:
                         "last.pt in the run directory; lower the learning rate or a term weight.")
 
 
-def train_epoch(fabric, module, opt, sched, loader, iters: int, *, labeled: bool, accum: int,
-                grad_clip: Optional[float], channels_last: bool, log_every: int, logger,
-                title: str, step0: int, where: str, teacher_cache=None) -> dict:
-    """Train ``iters`` iterations; return mean losses, optimiser steps, images seen and
-    ``data_wait``: the share of the epoch's wall time spent waiting for the next batch.
+def train_epoch(fabric, run: StageRun, spec: EpochSpec, logger) -> dict:
+    """Train ``run.iters`` iterations of ``run.loader``; return mean losses, optimiser steps,
+    images seen and ``data_wait``: the share of the epoch's wall time spent waiting for the next batch.
 
     The host never waits for the accelerator here (no synchronisation outside log points), so
     time blocked in the loader is time the accelerator could have been fed: a share near 0
     means the data pipeline keeps up, a large one that it is the bottleneck.
-    ``teacher_cache``: a :class:`segkd.distill.teacher_cache.StageCache` whose teacher outputs
-    replace the live teacher's.
+    ``run.teacher_cache``: a :class:`segkd.distill.teacher_cache.StageCache` whose teacher
+    outputs replace the live teacher's. The schedule steps here when ``run.when == "iter"``.
     """
+    module, opt, iters, teacher_cache = run.module, run.opt, run.iters, run.teacher_cache
+    sched = run.sched if run.when == "iter" else None
+    labeled, accum, channels_last, log_every = spec.labeled, spec.accum, spec.channels_last, spec.log_every
     module.train()
     device = fabric.device
     sums: dict[str, torch.Tensor] = {}
     steps, images = 0, 0
     check_every = 1 if device.type == "cpu" else log_every  # CPU: checking costs nothing
-    logger.start_epoch(title, iters)
-    source, waited, start = _batches(loader, iters), 0.0, time.perf_counter()
+    logger.start_epoch(spec.title, iters)
+    source, waited, start = _batches(run.loader, iters), 0.0, time.perf_counter()
     for i in range(iters):
         tw = time.perf_counter()
         batch = next(source, None)
@@ -64,8 +83,8 @@ def train_epoch(fabric, module, opt, sched, loader, iters: int, *, labeled: bool
             out = module(x, y, keep_logits=False, **kw)
             fabric.backward(out["loss"] / accum)
         if boundary:
-            if grad_clip:
-                fabric.clip_gradients(module, opt, max_norm=grad_clip)
+            if spec.grad_clip:
+                fabric.clip_gradients(module, opt, max_norm=spec.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
             if sched is not None:
@@ -76,13 +95,13 @@ def train_epoch(fabric, module, opt, sched, loader, iters: int, *, labeled: bool
                 sums[k] = sums.get(k, 0) + v.detach()
         images += x.shape[0]
         if (i + 1) % check_every == 0 or i + 1 == iters:
-            _check_finite(out, where, i)
+            _check_finite(out, spec.where, i)
         status = None
         if (i + 1) % log_every == 0:
             status = (f"loss {float(sums['loss']) / (i + 1):.4f}  lr {opt.param_groups[0]['lr']:.2e}  "
                       f"{images / (time.perf_counter() - start):.1f} img/s")
             logger.log({"train/loss_step": float(out["loss"].detach()), "lr": opt.param_groups[0]["lr"]},
-                       step0 + steps)
+                       spec.step0 + steps)
         logger.advance(status)
     logger.end_epoch()
     stats = {k: float(v) / iters for k, v in sums.items()}
