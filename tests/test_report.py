@@ -179,7 +179,7 @@ def test_method_is_named_from_the_resolved_config_not_the_run_name(tmp_path):
 
 
 def test_recipe_label_of_multi_stage_configs():
-    from segkd.report import recipe_label
+    from segkd.report_runs import recipe_label
 
     stages = [{"terms": [{"loss": "mse"}]}] * 10 + [{"terms": [{"loss": "ce"}]}]
     assert recipe_label({"stages": stages}) == "mse×10 > ce"
