@@ -123,3 +123,23 @@ def run_then_kill(args: list[str], run: Path, ready, timeout: float, what: str) 
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def interrupt_at_epoch(monkeypatch, raw: dict, run_dir: Path, k: int) -> None:
+    """Run an Engine on config dict ``raw`` in ``run_dir`` and stop it (KeyboardInterrupt) as its
+    k-th epoch starts, in process: the epochs before it are checkpointed, as after a crash."""
+    from segkd.config import config_from_dict
+    from segkd.engine import Engine
+
+    orig, calls = Engine._epoch, {"n": 0}
+
+    def stop(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == k:
+            raise KeyboardInterrupt
+        return orig(self, *a, **kw)
+
+    monkeypatch.setattr(Engine, "_epoch", stop)
+    with pytest.raises(KeyboardInterrupt):
+        Engine(config_from_dict(raw), run_dir).run()
+    monkeypatch.setattr(Engine, "_epoch", orig)

@@ -15,6 +15,7 @@ from segkd.engine import Engine
 from segkd.checkpoint import load_checkpoint
 from segkd.engine.plan import stage_trainable
 from segkd.models.cheap import CheapBlock
+from conftest import interrupt_at_epoch
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PNP = sorted((CONFIGS / "cityscapes").glob("pnp_*.yaml")) + [CONFIGS / "camvid" / "pnp.yaml"]
@@ -245,19 +246,7 @@ def test_incremental_plan_resumes_exactly(tmp_path, tiny, teacher_ckpt, monkeypa
     model, which already holds their cheap blocks, group 0 must not take those)."""
     raw = _incremental(tiny, teacher_ckpt, s1_over={"trainable": ["encoder.model.layer4"]} if wider else None)
     Engine(config_from_dict(raw), tmp_path / "a").run()
-    calls = {"n": 0}
-    orig = Engine._epoch
-
-    def stop_in_stage_two(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 4:  # stage 2, epoch 2
-            raise KeyboardInterrupt
-        return orig(self, *a, **k)
-
-    monkeypatch.setattr(Engine, "_epoch", stop_in_stage_two)
-    with pytest.raises(KeyboardInterrupt):
-        Engine(config_from_dict(raw), tmp_path / "b").run()
-    monkeypatch.setattr(Engine, "_epoch", orig)
+    interrupt_at_epoch(monkeypatch, raw, tmp_path / "b", 4)  # stage 2, epoch 2
     assert len(load_checkpoint(tmp_path / "b" / "last.pt")["optimizer"]["param_groups"]) == 2
     Engine(config_from_dict(raw), tmp_path / "b", resume=True).run()
     a, b = (load_checkpoint(tmp_path / r / "last.pt") for r in ("a", "b"))

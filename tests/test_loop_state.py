@@ -11,6 +11,7 @@ from segkd.checkpoint import load_checkpoint, save_checkpoint
 from segkd.config import config_from_dict
 from segkd.engine import Engine
 from segkd.engine.state import Progress
+from conftest import interrupt_at_epoch
 
 # ckpt["progress"] as every checkpoint so far has written it (the on-disk format)
 OLD_PROGRESS = {"stage": 0, "epoch": 0, "step": 0, "best": None, "best_epoch": None,
@@ -36,18 +37,7 @@ def test_resume_reads_the_plain_progress_dict_and_counts_on(tmp_path, tiny, monk
                         "optimizer": {"name": "adam", "lr": 1e-3}}])
     full = Engine(config_from_dict(raw), tmp_path / "a")
     full.run()
-    orig, calls = Engine._epoch, {"n": 0}
-
-    def crash_on_second(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return orig(self, *a, **k)
-
-    monkeypatch.setattr(Engine, "_epoch", crash_on_second)
-    with pytest.raises(KeyboardInterrupt):
-        Engine(config_from_dict(raw), tmp_path / "b").run()
-    monkeypatch.setattr(Engine, "_epoch", orig)
+    interrupt_at_epoch(monkeypatch, raw, tmp_path / "b", 2)
     last = tmp_path / "b" / "last.pt"
     ck = load_checkpoint(last)
     assert type(ck["progress"]) is dict and list(ck["progress"]) == list(OLD_PROGRESS)

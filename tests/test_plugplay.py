@@ -1,12 +1,12 @@
 """Plug and Play through the engine: student = teacher copy with cheap convs, images only."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from segkd.config import config_from_dict
 from segkd.engine import Engine
 from segkd.checkpoint import load_checkpoint
+from conftest import interrupt_at_epoch
 
 
 def _pnp(tiny, teacher_ckpt, **stage_over):
@@ -29,19 +29,7 @@ def test_incremental_replacement_trains_on_images_and_resumes(tmp_path, tiny, te
     from segkd.models.cheap import CheapBlock
 
     raw = _pnp(tiny, teacher_ckpt)
-    calls = {"n": 0}
-    orig = Engine._epoch
-
-    def stop_in_stage_two(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return orig(self, *a, **k)
-
-    monkeypatch.setattr(Engine, "_epoch", stop_in_stage_two)
-    with pytest.raises(KeyboardInterrupt):
-        Engine(config_from_dict(raw), tmp_path / "p").run()
-    monkeypatch.setattr(Engine, "_epoch", orig)
+    interrupt_at_epoch(monkeypatch, raw, tmp_path / "p", 2)
     ck = load_checkpoint(tmp_path / "p" / "last.pt")
     assert len(ck["replacements"]) == 1  # stage 1 replaced layer3 only
     eng = Engine(config_from_dict(raw), tmp_path / "p", resume=True)
