@@ -1,4 +1,5 @@
-"""``segkd study`` (a grid of runs) and ``segkd report`` (tables over runs)."""
+"""``segkd study`` (a grid of runs), ``segkd report`` (tables over runs) and ``segkd stages``
+(where a stagewise student loses accuracy)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,7 +44,39 @@ def report(run_dirs: List[Path] = typer.Argument(..., help="run directories or f
         out.print(f"wrote {path}")
 
 
+def stages(student: Path = typer.Argument(..., help="the stagewise run's checkpoint (best.pt)"),
+           teacher: Path = typer.Option(..., "--teacher", help="the teacher's segkd checkpoint"),
+           data_root: Optional[str] = typer.Option(None, "--data-root", help="default: the run's"),
+           split: str = typer.Option("val", "--split"),
+           size: Optional[str] = typer.Option(None, "--size", help="H,W (default: the run's)"),
+           device: Optional[str] = typer.Option(None, "--device"),
+           json_out: Optional[Path] = typer.Option(None, "--json", help="also write the rows here")) -> None:
+    """Per stage of a stagewise student: relative feature MSE, and the teacher's mIoU with that
+    stage's student modules put in (alone, and with every earlier stage's)."""
+    import json
+
+    from rich.table import Table
+
+    from ..stages import stage_diagnosis
+    from .base import pair
+
+    res = stage_diagnosis(str(student), str(teacher), data_root, split, pair(size), device=device)
+    table = Table(title=f"{split} ({res['images']} images): teacher mIoU {res['teacher_miou']:.4f}, "
+                        f"student {res['student_miou']:.4f}")
+    for col in ("stage", "feature", "MSE", "rel. MSE", "teacher + this stage", "teacher + stages <= this"):
+        table.add_column(col, justify="left" if col in ("stage", "feature") else "right")
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    for r in res["stages"]:
+        table.add_row(r["stage"], r["position"] or "-", fmt(r["mse"], ".4g"), fmt(r["rel_mse"], ".3f"),
+                      f"{r['alone_miou']:.4f}", f"{r['prefix_miou']:.4f}")
+    out.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(res, indent=1) + "\n")
+        out.print(f"wrote {json_out}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add the ``study`` and ``report`` commands to the segkd CLI."""
+    """Add the ``study``, ``report`` and ``stages`` commands to the segkd CLI."""
     app.command("study")(study)
     app.command("report")(report)
+    app.command("stages")(stages)

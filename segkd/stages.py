@@ -1,0 +1,167 @@
+"""Where a stage-by-stage distilled student falls short of its teacher (``segkd stages``).
+
+A stagewise run (kdsemseg, SPEC section 1) trains the student one part at a time to reproduce the
+teacher's feature at that part's output. Its per-stage validation MSE alone does not say which
+stage costs the student accuracy: MSE scales differ from layer to layer, and an error early on is
+inherited by every later stage. Two measurements make it readable:
+
+- relative MSE per stage: the student's val MSE at the stage's feature position (the student run
+  end to end, as in training) divided by the variance of the teacher's feature there; 0 = the
+  teacher's feature exactly, 1 = no better than predicting the feature's mean;
+- transplants: the teacher with the student's modules of one stage put in (``alone``), and with
+  the student's modules of that stage and of every stage before it (``prefix``). When teacher and
+  student parts have the same interfaces (a UNet-R18 student of a UNet-R34 teacher), the drop of
+  the teacher's mIoU caused by one stage's transplant is the accuracy that stage's approximation
+  costs, and the ``prefix`` column shows where along the network the student's mIoU is lost.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .engine.data import _dataset, check_data, make_loader
+from .engine.evaluate import evaluate
+from .errors import SegkdError
+from .evaluation import _data_cfg
+from .models.spec import model_from_checkpoint
+
+__all__ = ["StageRow", "plan_stages", "stage_diagnosis", "transplant"]
+
+
+@dataclass
+class StageRow:
+    """One stage of the plan: what it trains, how close the student's feature is, and the
+    teacher's val mIoU with the student's modules of this stage (``alone``) or of stages 0..k
+    (``prefix``) put in."""
+
+    stage: str
+    modules: list[str]
+    position: Optional[str]
+    mse: Optional[float]
+    rel_mse: Optional[float]
+    alone_miou: float
+    prefix_miou: float
+
+
+def plan_stages(config: dict) -> list[dict]:
+    """The stages of a run's resolved config as ``{name, modules, student, teacher}``: the
+    trainable module paths and the position of the stage's one feature (MSE) term, if any.
+    Raises when the run has no stage with an explicit ``trainable`` list (not a stagewise plan)."""
+    rows = []
+    for i, st in enumerate(config.get("stages") or []):
+        modules = list(st.get("trainable") or [])
+        if not modules or any(any(c in m for c in "*?[") for m in modules):
+            raise SegkdError(f"stage {i} ('{st.get('name', i)}') trains "
+                             f"{modules or 'the whole student'}: `segkd stages` needs a plan whose "
+                             "every stage names the modules it trains (stagewise, traditional)")
+        hint = [t for t in st.get("terms") or []  # feature terms (a term on the logits is not one)
+                if t.get("student") not in (None, "logits") and t.get("teacher") not in (None, "logits")]
+        rows.append({"name": str(st.get("name", i)), "modules": modules,
+                     "student": hint[0]["student"] if hint else None,
+                     "teacher": hint[0]["teacher"] if hint else None})
+    if not rows:
+        raise SegkdError("the run's config has no stages")
+    return rows
+
+
+def transplant(teacher: nn.Module, student: nn.Module, paths: list[str]) -> nn.Module:
+    """A copy of ``teacher`` whose modules at ``paths`` are copies of the student's."""
+    hybrid = copy.deepcopy(teacher)
+    for path in paths:
+        try:
+            part = student.get_submodule(path)
+            hybrid.get_submodule(path)
+        except AttributeError as e:
+            raise SegkdError(f"module '{path}' is missing in the teacher or the student: {e}") from None
+        hybrid.set_submodule(path, copy.deepcopy(part))
+    return hybrid.eval()
+
+
+class _Tap:
+    """Forward hook keeping the last output of a module (first tensor of a tuple)."""
+
+    def __init__(self, module: nn.Module):
+        self.value: Optional[torch.Tensor] = None
+        self.handle = module.register_forward_hook(self._keep)
+
+    def _keep(self, _m, _i, output) -> None:
+        self.value = (output[0] if isinstance(output, (tuple, list)) else output).detach().float()
+
+
+@torch.no_grad()
+def _feature_errors(student: nn.Module, teacher: nn.Module, stages: list[dict], loader,
+                    device: torch.device) -> list[tuple[Optional[float], Optional[float]]]:
+    """Per stage: (MSE, MSE / Var(teacher feature)) over the loader, both models end to end."""
+    taps = [(_Tap(student.get_submodule(s["student"])), _Tap(teacher.get_submodule(s["teacher"])))
+            if s["student"] else None for s in stages]
+    sums = [torch.zeros(4, dtype=torch.float64) for _ in stages]  # sq err, n, sum t, sum t^2
+    try:
+        for batch in loader:
+            images = batch["image"].to(device)
+            student(images)
+            teacher(images)
+            for tap, acc in zip(taps, sums):
+                if tap is None:
+                    continue
+                s, t = tap[0].value, tap[1].value
+                if s.shape != t.shape:
+                    raise SegkdError(f"student feature {tuple(s.shape)} and teacher feature "
+                                     f"{tuple(t.shape)} differ in shape: the stage compares them "
+                                     "through a connector, which `segkd stages` does not model")
+                acc += torch.stack([((s - t) ** 2).sum().double(), torch.tensor(float(t.numel()),
+                                    dtype=torch.float64), t.sum().double(), (t ** 2).sum().double()])
+    finally:
+        for tap in taps:
+            if tap:
+                tap[0].handle.remove()
+                tap[1].handle.remove()
+    out = []
+    for tap, (sq, n, st, st2) in zip(taps, sums):
+        if tap is None or n == 0:
+            out.append((None, None))
+            continue
+        mse, var = float(sq / n), float(st2 / n - (st / n) ** 2)
+        out.append((mse, mse / var if var > 0 else None))
+    return out
+
+
+def stage_diagnosis(student_path: str, teacher_path: str, data_root: Optional[str] = None,
+                    split: str = "val", size: Optional[tuple[int, int]] = None,
+                    batch_size: int = 8, device: Optional[str] = None) -> dict:
+    """Relative feature MSE and transplant mIoU for every stage of a stagewise student.
+
+    Returns ``{"student_miou", "teacher_miou", "stages": [StageRow as dict], "split", "images"}``.
+    The data (dataset, root, size, normalisation) are the student run's unless overridden.
+    """
+    student, meta, ckpt = model_from_checkpoint(student_path)
+    teacher, tmeta, _ = model_from_checkpoint(teacher_path)
+    if meta.get("num_classes") and tmeta.get("num_classes") not in (None, meta["num_classes"]):
+        raise SegkdError(f"the student predicts {meta['num_classes']} classes, the teacher "
+                         f"{tmeta['num_classes']}")
+    stages = plan_stages(ckpt.get("config") or {})
+    cfg = _data_cfg(ckpt, data_root, None, size)
+    ds = _dataset(cfg, split, False)
+    check_data(cfg, [(split, ds)], relax="")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    student, teacher = student.to(dev).eval(), teacher.to(dev).eval()
+    loader = make_loader(ds, batch_size, False, 0, 0)
+
+    def miou(model: nn.Module) -> float:
+        m = evaluate(lambda x, _m: {"logits": model(x)}, loader, ds.num_classes, ds.ignore_index,
+                     dev, per_image=False)
+        return float(m["mIoU"])
+
+    errors = _feature_errors(student, teacher, stages, loader, dev)
+    rows, done = [], []
+    for st, (mse, rel) in zip(stages, errors):
+        done += st["modules"]
+        rows.append(StageRow(stage=st["name"], modules=st["modules"], position=st["student"],
+                             mse=mse, rel_mse=rel,
+                             alone_miou=miou(transplant(teacher, student, st["modules"])),
+                             prefix_miou=miou(transplant(teacher, student, done))))
+    return {"student_miou": miou(student), "teacher_miou": miou(teacher), "split": split,
+            "images": len(ds), "stages": [asdict(r) for r in rows]}
