@@ -19,4 +19,4 @@ if ls docs/results/camvid_search/*/*/*/*/summary.json >/dev/null 2>&1; then
     --baseline ce --teacher-score $TEACHER
 fi
 report camvid_kdsemseg scratch
-report camvid_pnp pnp60_labels
+report camvid_pnp pnp60_labels,pnp40_labels  # each size against its labelled twin

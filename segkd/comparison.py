@@ -59,15 +59,26 @@ def compare(groups: dict[tuple[str, str, float], list[dict]], baseline: str,
             teacher_score: Optional[float] = None, split: str = "val",
             metric: str = "mIoU") -> list[dict[str, Any]]:
     """One row per (model, method, fraction) group that has a baseline group of the same model
-    and fraction: mean, std, delta with its interval, share of the gap, verdict."""
-    bases = {(m, f): g for (m, meth, f), g in groups.items() if meth == baseline}
+    and fraction: mean, std, delta with its interval, share of the gap, verdict.
+
+    ``baseline`` may list several methods, comma-separated ("a_labels,b_labels"): each (model,
+    fraction) is then compared with the one of them it has, e.g. each Plug-and-Play size with
+    the same architecture trained with labels; two of them for one model is an error."""
+    names = [b.strip() for b in baseline.split(",") if b.strip()]
+    bases: dict[tuple[str, float], tuple[str, list[dict]]] = {}
+    for (m, meth, f), g in groups.items():
+        if meth in names:
+            if (m, f) in bases:
+                raise SegkdError(f"baselines '{bases[(m, f)][0]}' and '{meth}' both have runs of "
+                                 f"{m} at fraction {f:g}: give one baseline per model")
+            bases[(m, f)] = (meth, g)
     if not bases:
         known = sorted({meth for _, meth, _ in groups})
         raise SegkdError(f"baseline method '{baseline}' not found among the runs; methods: "
                          f"{', '.join(known)}")
     rows = []
     for (model, method, frac), group in groups.items():
-        base = bases.get((model, frac))
+        base_method, base = bases.get((model, frac), (None, None))
         vals = _values(group, split, metric)
         if base is None or not vals:
             continue
@@ -76,8 +87,8 @@ def compare(groups: dict[tuple[str, str, float], list[dict]], baseline: str,
                                "n": len(vals), "mean": float(np.mean(vals)),
                                "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else float("nan"),
                                "delta": None, "low": None, "high": None, "share": None,
-                               "verdict": "baseline" if method == baseline else "—"}
-        if method != baseline:
+                               "verdict": "baseline" if method == base_method else "—"}
+        if method != base_method:
             ci = welch_interval(vals, bvals)
             row["delta"] = float(np.mean(vals) - np.mean(bvals))
             if ci is not None:
@@ -88,7 +99,7 @@ def compare(groups: dict[tuple[str, str, float], list[dict]], baseline: str,
             if gap is not None and gap > 0:
                 row["share"] = row["delta"] / gap
         rows.append(row)
-    return sorted(rows, key=lambda r: (r["model"], -r["fraction"], r["method"] != baseline,
+    return sorted(rows, key=lambda r: (r["model"], -r["fraction"], r["method"] not in names,
                                        -(r["mean"])))
 
 

@@ -62,11 +62,19 @@ def load_runs(paths: Iterable[str | Path]) -> list[dict]:
 
 # ---------------------------------------------------------------------------------- grouping
 def model_label(summary: dict) -> str:
-    """``<arch>-<encoder>`` from the summary's model spec (just the arch without an encoder)."""
+    """``<arch>-<encoder>`` from the summary's model spec (just the arch without an encoder);
+    with replaced convolutions also the block and the parameter count, e.g.
+    ``unet-kd_resnet34 +dwsep 9.6M``."""
     model = summary.get("model") or {}
     enc = (model.get("kwargs") or {}).get("encoder")
     arch = model.get("arch", "model")
-    return f"{arch}-{enc}" if enc else str(arch)
+    label = f"{arch}-{enc}" if enc else str(arch)
+    # convolutions replaced by cheap blocks (Plug and Play) make another model: name its block and
+    # size so that it is compared only with runs of the same architecture
+    blocks = sorted({r.get("block", "cheap") for r in summary.get("replacements") or []})
+    if blocks and summary.get("params"):
+        label += f" +{'/'.join(blocks)} {summary['params'] / 1e6:.1f}M"
+    return label
 
 
 def recipe_label(config: dict) -> Optional[str]:

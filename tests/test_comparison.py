@@ -76,3 +76,30 @@ def test_a_key_only_newer_runs_carry_does_not_split_a_method(tmp_path):
     assert len(groups) == 1 and len(next(iter(groups.values()))) == 2
     _run(tmp_path, "ce", 2, 0.30, new.replace("0.001", "0.01"), precision="bf16-mixed")
     assert len(group_runs(load_runs([tmp_path]))) == 2
+
+
+def _pnp(root, method, seed, val, params):
+    _run(root, method, seed, val)
+    path = root / method / f"s{seed}" / "summary.json"
+    summary = json.loads(path.read_text())
+    summary.update(params=params, replacements=[{"paths": ["encoder.model.layer4.0.conv1"],
+                                                 "block": "dwsep", "stage": 0}])
+    path.write_text(json.dumps(summary))
+
+
+def test_each_cheap_model_is_compared_with_its_own_labelled_twin(tmp_path):
+    """Plug and Play at two sizes: replaced convolutions make another model (named by block and
+    size), and a comma-separated baseline pairs each size with the arm of the same size."""
+    for s in range(3):
+        _pnp(tmp_path, "p60", s, 0.54 + 0.001 * s, 14_016_059)
+        _pnp(tmp_path, "p60_labels", s, 0.53 + 0.001 * s, 14_016_059)
+        _pnp(tmp_path, "p40", s, 0.50 + 0.001 * s, 9_607_611)
+        _pnp(tmp_path, "p40_labels", s, 0.52 + 0.001 * s, 9_607_611)
+    rows = {r["method"]: r for r in compare(group_runs(load_runs([tmp_path])), "p60_labels,p40_labels")}
+    assert rows["p60"]["model"] == "unet-kd_resnet18 +dwsep 14.0M"
+    assert rows["p40"]["model"] == "unet-kd_resnet18 +dwsep 9.6M"
+    assert rows["p60"]["delta"] == pytest.approx(0.01) and rows["p60"]["verdict"] == "better"
+    assert rows["p40"]["delta"] == pytest.approx(-0.02) and rows["p40"]["verdict"] == "worse"
+    assert rows["p40_labels"]["verdict"] == rows["p60_labels"]["verdict"] == "baseline"
+    with pytest.raises(SegkdError, match="give one baseline per model"):
+        compare(group_runs(load_runs([tmp_path])), "p60_labels,p60")

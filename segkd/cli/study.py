@@ -30,7 +30,8 @@ def report(run_dirs: List[Path] = typer.Argument(..., help="run directories or f
            plot: bool = typer.Option(False, "--plot", help="also write size_vs_miou.png"),
            metric: str = typer.Option("mIoU", "--metric", help="mIoU | pixel_acc | mean_acc"),
            baseline: Optional[str] = typer.Option(None, "--baseline", help="method to compare every "
-                                                  "other against (comparison.md: delta, 95% interval)"),
+                                                  "other against (comparison.md: delta, 95% interval); "
+                                                  "a,b: each model against the one it has"),
            teacher_score: Optional[float] = typer.Option(None, "--teacher-score", help="the teacher's "
                                                          "val score: adds the share of the gap closed")) -> None:
     """Mean ± std over seeds per (model, method, fraction): results.md, results.csv, per_class.md."""
