@@ -71,9 +71,15 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             if isinstance(node, list):
-                if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
-                    raise ConfigError(f"--set {key}: '{part}' is not an index of a {len(node)}-item list")
+                # the index one past the end appends a whole item (stages.11={...} on 11 stages)
+                appending = last and part == str(len(node))
+                if not part.lstrip("-").isdigit() or not (-len(node) <= int(part) < len(node)
+                                                           or appending):
+                    raise ConfigError(f"--set {key}: '{part}' is not an index of a {len(node)}-item "
+                                      f"list (use {len(node)} to append an item)")
                 part = int(part)  # negative indices count from the end (stages.-1 = last stage)
+                if appending:
+                    node.append(None)
             if last:
                 node[part] = yaml.safe_load(value)
             else:

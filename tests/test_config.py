@@ -33,6 +33,15 @@ def test_wrong_type_and_bad_override():
         apply_overrides({"stages": [{}]}, ["stages.3.epochs=1"])
     with pytest.raises(ConfigError, match="key=value"):
         apply_overrides({}, ["stages"])
+    with pytest.raises(ConfigError, match="not an index"):  # appending is a whole item, not a key
+        apply_overrides({"stages": [{}]}, ["stages.1.epochs=1"])
+
+
+def test_the_index_past_the_end_appends_a_stage():
+    raw = {"stages": [{"name": "a", "epochs": 2}]}
+    out = apply_overrides(raw, ["stages.1={name: b, epochs: 3, terms: [{loss: ce}]}", "stages.1.epochs=4"])
+    assert out["stages"] == [{"name": "a", "epochs": 2}, {"name": "b", "epochs": 4, "terms": [{"loss": "ce"}]}]
+    assert raw == {"stages": [{"name": "a", "epochs": 2}]}  # the input is not changed
 
 
 def test_circular_base_and_missing_file(tmp_path):
