@@ -2,7 +2,7 @@
 # Tables of the CamVid evidence studies (configs/studies/camvid_{methods,search,kdsemseg_small,pnp}.yaml)
 # from the per-run results committed under docs/results/: mean ± std over seeds (results.md),
 # each method against its baseline with a Welch 95% interval and the share of the teacher-baseline
-# gap it closes (comparison.md), per-class IoU (per_class.md) and parameters vs mIoU (plot).
+# gap it closes (comparison.md), per-class IoU (per_class.md) and parameters vs mIoU (plots).
 # The teacher's val mIoU (0.543) is that of ../shared/teachers/camvid-unet-r34-128x96.pt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,3 +20,12 @@ if ls docs/results/camvid_search/*/*/*/*/summary.json >/dev/null 2>&1; then
 fi
 report camvid_kdsemseg scratch
 report camvid_pnp pnp60_labels,pnp40_labels  # each size against its labelled twin
+# the stagewise follow-up next to the kdsemseg study's full-data scratch and stagewise arms
+if ls docs/results/camvid_kdsemseg_followup/*/*/*/*/summary.json >/dev/null 2>&1; then
+  K=docs/results/camvid_kdsemseg
+  $SEGKD report docs/results/camvid_kdsemseg_followup $K/scratch/kd_resnet18/f1.0 \
+    $K/stagewise/kd_resnet18/f1.0 --out docs/results/camvid_kdsemseg_followup --baseline scratch \
+    --teacher-score $TEACHER
+fi
+# every full-data arm of every study in one picture: docs/results/size_vs_miou.png
+${PYTHON:-python} benchmarks/evidence_plot.py

@@ -27,14 +27,40 @@ def _configs(study: str) -> int:
     return len({p.parts[-5] for p in (ROOT / "docs" / "results" / study).glob("*/*/*/*/summary.json")})
 
 
+def _diagnosis() -> str:
+    """The `segkd stages` tables of docs/results/camvid_kdsemseg/diagnosis/*.json, side by side
+    per seed: relative val MSE and the teacher's val mIoU with the student's stages put in."""
+    files = sorted((ROOT / "docs" / "results" / "camvid_kdsemseg" / "diagnosis").glob("*.json"))
+    if not files:
+        return "_(no diagnosis yet: `segkd stages RUN/best.pt --teacher T --json F`)_\n"
+    runs = [(f.stem, json.loads(f.read_text())) for f in files]
+    head = "| stage | " + " | ".join(f"{n}: rel. MSE | alone | stages <= this" for n, _ in runs) + " |"
+    lines = [head, "|" + " --- |" * (1 + 3 * len(runs))]
+    for i, st in enumerate(runs[0][1]["stages"]):
+        cells = []
+        for _, res in runs:
+            r = res["stages"][i]
+            rel = "—" if r["rel_mse"] is None else f"{r['rel_mse']:.3f}"
+            cells += [rel, f"{r['alone_miou']:.4f}", f"{r['prefix_miou']:.4f}"]
+        lines.append(f"| {st['stage']} | " + " | ".join(cells) + " |")
+    ends = "; ".join(f"{n}: teacher {res['teacher_miou']:.4f}, student {res['student_miou']:.4f}"
+                     for n, res in runs)
+    return "\n".join(lines) + f"\n\nval mIoU ({ends}).\n"
+
+
 def section(intro: str) -> str:
     parts = [START, intro]
     for study, title in (("camvid_methods", "Methods (`configs/studies/camvid_methods.yaml`)"),
                          ("camvid_search", "Recipe search (`camvid_search.yaml`, then `camvid_best.yaml` for seeds 1-2)"),
                          ("camvid_kdsemseg", "kdsemseg arms (`camvid_kdsemseg_small.yaml`)"),
+                         ("camvid_kdsemseg_followup", "Stagewise follow-up (`camvid_kdsemseg_followup.yaml`, "
+                          "vs the kdsemseg scratch arm)"),
                          ("camvid_pnp", "Plug and Play on CamVid (`camvid_pnp.yaml`)")):
         parts.append(f"#### {title}: {_count(study)} finished run(s), {_configs(study)} configuration(s)\n")
         parts.append(_table(study))
+        if study == "camvid_kdsemseg":
+            parts.append("#### Where stagewise loses to its teacher (`segkd stages`, full data)\n")
+            parts.append(_diagnosis())
     parts.append(END)
     return "\n".join(parts)
 
