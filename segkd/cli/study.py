@@ -65,7 +65,8 @@ def stages(student: Path = typer.Argument(..., help="the stagewise run's checkpo
     table = Table(title=f"{split} ({res['images']} images): teacher mIoU {res['teacher_miou']:.4f}, "
                         f"student {res['student_miou']:.4f}")
     for col in ("stage", "feature", "MSE", "rel. MSE", "teacher + this stage", "teacher + stages <= this"):
-        table.add_column(col, justify="left" if col in ("stage", "feature") else "right")
+        table.add_column(col, justify="left" if col in ("stage", "feature") else "right",
+                         overflow="fold")
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     for r in res["stages"]:
         table.add_row(r["stage"], r["position"] or "-", fmt(r["mse"], ".4g"), fmt(r["rel_mse"], ".3f"),
