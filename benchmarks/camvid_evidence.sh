@@ -20,6 +20,7 @@ if ls docs/results/camvid_search/*/*/*/*/summary.json >/dev/null 2>&1; then
 fi
 report camvid_kdsemseg scratch
 report camvid_pnp pnp60_labels,pnp40_labels  # each size against its labelled twin
+report camvid_pnp_front front60_labels,front40_labels
 # the stagewise follow-up next to the kdsemseg study's full-data scratch and stagewise arms
 if ls docs/results/camvid_kdsemseg_followup/*/*/*/*/summary.json >/dev/null 2>&1; then
   K=docs/results/camvid_kdsemseg

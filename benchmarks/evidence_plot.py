@@ -21,12 +21,13 @@ sys.path.insert(0, str(ROOT))
 from segkd.report import aggregate, load_runs  # noqa: E402
 
 TEACHER = (24.4, 0.543)  # ../shared/teachers/camvid-unet-r34-128x96.pt: params (M), val mIoU
-STUDIES = ("camvid_methods", "camvid_search", "camvid_kdsemseg", "camvid_kdsemseg_followup", "camvid_pnp")
+STUDIES = ("camvid_methods", "camvid_search", "camvid_kdsemseg", "camvid_kdsemseg_followup", "camvid_pnp",
+           "camvid_pnp_front")
 FAMILIES = [  # (name, colour, marker, test on the method name)
     ("CE baseline", "black", "s", lambda m: m in ("ce", "scratch")),
     ("teacher-initialised", "tab:green", "D", lambda m: m.startswith("tinit")),
-    ("Plug and Play, images only", "tab:purple", "*", lambda m: m.startswith("pnp") and "labels" not in m),
-    ("same cheap model, labels", "tab:gray", "x", lambda m: m.startswith("pnp")),
+    ("Plug and Play, images only", "tab:purple", "*", lambda m: m.startswith(("pnp", "front")) and "labels" not in m),
+    ("same cheap model, labels", "tab:gray", "x", lambda m: m.startswith(("pnp", "front"))),
     ("kdsemseg plans", "tab:orange", "^", lambda m: m.split("_")[0] in ("stagewise", "traditional",
                                                                             "simultaneous")),
     ("loss-only distillation", "tab:blue", "o", lambda m: True),

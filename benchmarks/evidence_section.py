@@ -48,6 +48,36 @@ def _diagnosis() -> str:
     return "\n".join(lines) + f"\n\nval mIoU ({ends}).\n"
 
 
+STUDIES = ("camvid_methods", "camvid_search", "camvid_kdsemseg", "camvid_kdsemseg_followup",
+           "camvid_pnp", "camvid_pnp_front")
+
+
+def _per_class() -> str:
+    """Every full-data arm's per-class val IoU (mean over seeds, from each study's per_class.md)
+    under the teacher's own (docs/results/teacher_val.json, `segkd eval --json`)."""
+    header, rows = None, []
+    for study in STUDIES:
+        path = ROOT / "docs" / "results" / study / "per_class.md"
+        if not path.is_file():
+            continue
+        lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
+        header = header or lines[:2]
+        for line in lines[2:]:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if cells[2] in ("1", "1.0") and not any(cells[1] == r[1] and cells[0] == r[0] for r in rows):
+                rows.append(cells)
+    if header is None:
+        return "_(no finished run yet)_\n"
+    teacher = ROOT / "docs" / "results" / "teacher_val.json"
+    out = list(header)
+    if teacher.is_file():
+        t = json.loads(teacher.read_text())
+        out.append("| teacher UNet-R34 | — | 1 | — | " + " | ".join(
+            "—" if v is None else f"{v:.4f}" for v in t["per_class_iou"]) + " |")
+    out += ["| " + " | ".join(r) + " |" for r in sorted(rows, key=lambda r: r[1])]
+    return "\n".join(out) + "\n"
+
+
 def section(intro: str) -> str:
     parts = [START, intro]
     for study, title in (("camvid_methods", "Methods (`configs/studies/camvid_methods.yaml`)"),
@@ -55,12 +85,16 @@ def section(intro: str) -> str:
                          ("camvid_kdsemseg", "kdsemseg arms (`camvid_kdsemseg_small.yaml`)"),
                          ("camvid_kdsemseg_followup", "Stagewise follow-up (`camvid_kdsemseg_followup.yaml`, "
                           "vs the kdsemseg scratch arm)"),
-                         ("camvid_pnp", "Plug and Play on CamVid (`camvid_pnp.yaml`)")):
+                         ("camvid_pnp", "Plug and Play on CamVid, layer3/layer4 replaced (`camvid_pnp.yaml`)"),
+                         ("camvid_pnp_front", "Plug and Play on CamVid, layer1-3 + decoder replaced "
+                          "(`camvid_pnp_front.yaml`)")):
         parts.append(f"#### {title}: {_count(study)} finished run(s), {_configs(study)} configuration(s)\n")
         parts.append(_table(study))
         if study == "camvid_kdsemseg":
             parts.append("#### Where stagewise loses to its teacher (`segkd stages`, full data)\n")
             parts.append(_diagnosis())
+    parts.append("#### Per-class val IoU, every full-data arm (mean over its seeds)\n")
+    parts.append(_per_class())
     parts.append(END)
     return "\n".join(parts)
 
