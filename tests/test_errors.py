@@ -261,6 +261,20 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(segkd, tmp_path):
     assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
 
 
+def test_non_finite_gradient_under_clipping_is_the_same_clean_error(segkd, tmp_path):
+    """With trainer.grad_clip the blow-up reaches the clipping first (torch raises a bare
+    RuntimeError there): one line naming the epoch and last.pt, exit 2, last.pt from epoch 1."""
+    from segkd.checkpoint import load_checkpoint
+
+    stage = {"epochs": 3, "optimizer": {"name": "sgd", "lr": 1e-3},
+             "schedule": {"name": "step", "step_epochs": 1, "factor": 1e30}}
+    cfg = write_config(tmp_path / "c.yaml", stages=[stage], trainer={"progress": False, "grad_clip": 1.0})
+    run = tmp_path / "run"
+    proc = segkd("train", str(cfg), "--run-dir", str(run))
+    assert_clean_error(proc, "non-finite", "epoch 2", "last.pt")
+    assert load_checkpoint(run / "last.pt")["progress"]["epoch"] == 1
+
+
 def test_run_directory_under_a_regular_file(tmp_path):
     blocker = tmp_path / "file.txt"
     blocker.write_text("not a folder")

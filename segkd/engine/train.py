@@ -47,6 +47,20 @@ def _check_finite(out: dict, where: str, i: int) -> None:
                         "last.pt in the run directory; lower the learning rate or a term weight.")
 
 
+def _clip(fabric, module, opt, spec: "EpochSpec", out: dict, i: int) -> None:
+    """Clip the gradient norm (``trainer.grad_clip``); a non-finite norm is the same clear
+    NonFiniteLoss as a non-finite loss (torch's own error is a bare traceback)."""
+    try:
+        fabric.clip_gradients(module, opt, max_norm=spec.grad_clip)
+    except RuntimeError as err:
+        if "non-finite" not in str(err):
+            raise
+        raise NonFiniteLoss(f"gradient norm became non-finite at {spec.where}, iteration {i + 1} "
+                            f"(loss {float(out['loss'].detach()):.4g}). The last good checkpoint is "
+                            "last.pt in the run directory; lower the learning rate or a term "
+                            "weight.") from None
+
+
 def train_epoch(fabric, run: StageRun, spec: EpochSpec, logger) -> dict:
     """Train ``run.iters`` iterations of ``run.loader``; return mean losses, optimiser steps,
     images seen and ``data_wait``: the share of the epoch's wall time spent waiting for the next batch.
@@ -84,7 +98,7 @@ def train_epoch(fabric, run: StageRun, spec: EpochSpec, logger) -> dict:
             fabric.backward(out["loss"] / accum)
         if boundary:
             if spec.grad_clip:
-                fabric.clip_gradients(module, opt, max_norm=spec.grad_clip)
+                _clip(fabric, module, opt, spec, out, i)
             opt.step()
             opt.zero_grad(set_to_none=True)
             if sched is not None:
