@@ -47,11 +47,11 @@ def _check_finite(out: dict, where: str, i: int) -> None:
                         "last.pt in the run directory; lower the learning rate or a term weight.")
 
 
-def _clip(fabric, module, opt, spec: "EpochSpec", out: dict, i: int) -> None:
+def _clip(fabric, run: StageRun, spec: "EpochSpec", out: dict, i: int) -> None:
     """Clip the gradient norm (``trainer.grad_clip``); a non-finite norm is the same clear
     NonFiniteLoss as a non-finite loss (torch's own error is a bare traceback)."""
     try:
-        fabric.clip_gradients(module, opt, max_norm=spec.grad_clip)
+        fabric.clip_gradients(run.module, run.opt, max_norm=spec.grad_clip)
     except RuntimeError as err:
         if "non-finite" not in str(err):
             raise
@@ -98,7 +98,7 @@ def train_epoch(fabric, run: StageRun, spec: EpochSpec, logger) -> dict:
             fabric.backward(out["loss"] / accum)
         if boundary:
             if spec.grad_clip:
-                _clip(fabric, module, opt, spec, out, i)
+                _clip(fabric, run, spec, out, i)
             opt.step()
             opt.zero_grad(set_to_none=True)
             if sched is not None:
