@@ -23,6 +23,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .distill.recorder import Recorder
 from .engine.data import _dataset, check_data, make_loader
 from .engine.evaluate import evaluate
 from .errors import SegkdError
@@ -60,9 +61,11 @@ def plan_stages(config: dict) -> list[dict]:
                              "every stage names the modules it trains (stagewise, traditional)")
         hint = [t for t in st.get("terms") or []  # feature terms (a term on the logits is not one)
                 if t.get("student") not in (None, "logits") and t.get("teacher") not in (None, "logits")]
+        term = hint[0] if hint else {}
         rows.append({"name": str(st.get("name", i)), "modules": modules,
-                     "student": hint[0]["student"] if hint else None,
-                     "teacher": hint[0]["teacher"] if hint else None})
+                     "student": term.get("student"), "teacher": term.get("teacher"),
+                     "student_hook": term.get("student_hook") or "output",
+                     "teacher_hook": term.get("teacher_hook") or "output"})
     if not rows:
         raise SegkdError("the run's config has no stages")
     return rows
@@ -81,22 +84,12 @@ def transplant(teacher: nn.Module, student: nn.Module, paths: list[str]) -> nn.M
     return hybrid.eval()
 
 
-class _Tap:
-    """Forward hook keeping the last output of a module (first tensor of a tuple)."""
-
-    def __init__(self, module: nn.Module):
-        self.value: Optional[torch.Tensor] = None
-        self.handle = module.register_forward_hook(self._keep)
-
-    def _keep(self, _m, _i, output) -> None:
-        self.value = (output[0] if isinstance(output, (tuple, list)) else output).detach().float()
-
-
 @torch.no_grad()
 def _feature_errors(student: nn.Module, teacher: nn.Module, stages: list[dict], loader,
                     device: torch.device) -> list[tuple[Optional[float], Optional[float]]]:
     """Per stage: (MSE, MSE / Var(teacher feature)) over the loader, both models end to end."""
-    taps = [(_Tap(student.get_submodule(s["student"])), _Tap(teacher.get_submodule(s["teacher"])))
+    rec_s, rec_t = Recorder(student, "student"), Recorder(teacher, "teacher")
+    keys = [(rec_s.add(s["student"], s["student_hook"]), rec_t.add(s["teacher"], s["teacher_hook"]))
             if s["student"] else None for s in stages]
     sums = [torch.zeros(4, dtype=torch.float64) for _ in stages]  # sq err, n, sum t, sum t^2
     try:
@@ -104,10 +97,10 @@ def _feature_errors(student: nn.Module, teacher: nn.Module, stages: list[dict], 
             images = batch["image"].to(device)
             student(images)
             teacher(images)
-            for tap, acc in zip(taps, sums):
-                if tap is None:
+            for key, acc in zip(keys, sums):
+                if key is None:
                     continue
-                s, t = tap[0].value, tap[1].value
+                s, t = rec_s.get(key[0]).float(), rec_t.get(key[1]).float()
                 if s.shape != t.shape:
                     raise SegkdError(f"student feature {tuple(s.shape)} and teacher feature "
                                      f"{tuple(t.shape)} differ in shape: the stage compares them "
@@ -115,13 +108,11 @@ def _feature_errors(student: nn.Module, teacher: nn.Module, stages: list[dict], 
                 acc += torch.stack([((s - t) ** 2).sum().double(), torch.tensor(float(t.numel()),
                                     dtype=torch.float64), t.sum().double(), (t ** 2).sum().double()])
     finally:
-        for tap in taps:
-            if tap:
-                tap[0].handle.remove()
-                tap[1].handle.remove()
+        rec_s.remove()
+        rec_t.remove()
     out = []
-    for tap, (sq, n, st, st2) in zip(taps, sums):
-        if tap is None or n == 0:
+    for key, (sq, n, st, st2) in zip(keys, sums):
+        if key is None or n == 0:
             out.append((None, None))
             continue
         mse, var = float(sq / n), float(st2 / n - (st / n) ** 2)
