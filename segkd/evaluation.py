@@ -34,6 +34,16 @@ def _data_cfg(ckpt: dict, data_root: Optional[str], dataset: Optional[str],
     return cfg
 
 
+def checkpoint_split(ckpt: dict, split: str, data_root: Optional[str] = None,
+                     dataset: Optional[str] = None, size: Optional[tuple[int, int]] = None):
+    """The ``split`` of the data a checkpoint was trained on (dataset, root, size, normalisation
+    from its config unless overridden), through the pre-flight data check, for evaluation."""
+    cfg = _data_cfg(ckpt, data_root, dataset, size)
+    ds = _dataset(cfg, split, False)
+    check_data(cfg, [(split, ds)], relax="")
+    return cfg, ds
+
+
 def evaluate_checkpoint(path: str, data_root: Optional[str] = None, dataset: Optional[str] = None,
                         split: str = "val", size: Optional[tuple[int, int]] = None,
                         sliding: Optional[tuple[int, int]] = None, overlap: float = 1 / 3,
@@ -41,9 +51,7 @@ def evaluate_checkpoint(path: str, data_root: Optional[str] = None, dataset: Opt
                         device: Optional[str] = None) -> dict:
     """mIoU (dataset-level), per-class IoU, accuracies and kdsemseg per-image IoU of a model."""
     model, meta, ckpt = model_from_checkpoint(path)
-    cfg = _data_cfg(ckpt, data_root, dataset, size)
-    ds = _dataset(cfg, split, False)
-    check_data(cfg, [(split, ds)], relax="")
+    cfg, ds = checkpoint_split(ckpt, split, data_root, dataset, size)
     if meta.get("num_classes") and ds.num_classes != meta["num_classes"]:
         raise SegkdError(f"the model predicts {meta['num_classes']} classes, dataset "
                          f"'{cfg.name}' has {ds.num_classes}")

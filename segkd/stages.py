@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from .distill.recorder import Recorder
-from .engine.data import _dataset, check_data, make_loader
+from .engine.data import make_loader
 from .engine.evaluate import evaluate
 from .errors import SegkdError
-from .evaluation import _data_cfg
+from .evaluation import checkpoint_split
 from .models.spec import model_from_checkpoint
 
 __all__ = ["StageRow", "plan_stages", "stage_diagnosis", "transplant"]
@@ -134,9 +134,7 @@ def stage_diagnosis(student_path: str, teacher_path: str, data_root: Optional[st
         raise SegkdError(f"the student predicts {meta['num_classes']} classes, the teacher "
                          f"{tmeta['num_classes']}")
     stages = plan_stages(ckpt.get("config") or {})
-    cfg = _data_cfg(ckpt, data_root, None, size)
-    ds = _dataset(cfg, split, False)
-    check_data(cfg, [(split, ds)], relax="")
+    _, ds = checkpoint_split(ckpt, split, data_root, None, size)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     student, teacher = student.to(dev).eval(), teacher.to(dev).eval()
     loader = make_loader(ds, batch_size, False, 0, 0)

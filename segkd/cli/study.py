@@ -59,8 +59,11 @@ def stages(student: Path = typer.Argument(..., help="the stagewise run's checkpo
     from rich.table import Table
 
     from ..stages import stage_diagnosis
+    from ..writable import check_output_file
     from .base import pair
 
+    if json_out:  # a path that cannot be written fails now, not after the evaluations
+        check_output_file(json_out, "--json")
     res = stage_diagnosis(str(student), str(teacher), data_root, split, pair(size), device=device)
     table = Table(title=f"{split} ({res['images']} images): teacher mIoU {res['teacher_miou']:.4f}, "
                         f"student {res['student_miou']:.4f}")
@@ -73,6 +76,7 @@ def stages(student: Path = typer.Argument(..., help="the stagewise run's checkpo
                       f"{r['alone_miou']:.4f}", f"{r['prefix_miou']:.4f}")
     out.print(table)
     if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(res, indent=1) + "\n")
         out.print(f"wrote {json_out}")
 
