@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+from evidence_plot import STUDIES  # noqa: E402  (same folder: one list of the evidence studies)
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- evidence:start -->", "<!-- evidence:end -->"
@@ -48,8 +50,6 @@ def _diagnosis() -> str:
     return "\n".join(lines) + f"\n\nval mIoU ({ends}).\n"
 
 
-STUDIES = ("camvid_methods", "camvid_search", "camvid_kdsemseg", "camvid_kdsemseg_followup",
-           "camvid_pnp", "camvid_pnp_front")
 
 
 def _per_class() -> str:
