@@ -18,6 +18,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .errors import SegkdError
+from .report_runs import selection_label
 
 # Student-t 0.975 quantiles for 1..30 degrees of freedom (beyond 30: the normal 1.96 is within 3%)
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -87,7 +88,8 @@ def compare(groups: dict[tuple[str, str, float], list[dict]], baseline: str,
                                "n": len(vals), "mean": float(np.mean(vals)),
                                "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else float("nan"),
                                "delta": None, "low": None, "high": None, "share": None,
-                               "verdict": "baseline" if method == base_method else "—"}
+                               "verdict": "baseline" if method == base_method else "—",
+                               "selection": sorted({selection_label(r["summary"]) for r in group})}
         if method != base_method:
             ci = welch_interval(vals, bvals)
             row["delta"] = float(np.mean(vals) - np.mean(bvals))
@@ -103,6 +105,11 @@ def compare(groups: dict[tuple[str, str, float], list[dict]], baseline: str,
                                        -(r["mean"])))
 
 
+def _selection_sentence(rows: list[dict]) -> str:
+    chosen = sorted({s for r in rows for s in r.get("selection", [])})
+    return f" Epoch reported: {'; '.join(chosen)}." if chosen else ""
+
+
 def comparison_markdown(rows: list[dict], baseline: str, teacher_score: Optional[float],
                         split: str = "val", metric: str = "mIoU") -> str:
     """The comparison as Markdown, with a sentence saying how each column is computed."""
@@ -111,7 +118,7 @@ def comparison_markdown(rows: list[dict], baseline: str, teacher_score: Optional
         lines.append(f"Teacher {split} {metric}: {teacher_score:.4f}.")
     lines += ["Cells: mean ± sample std over seeds; Δ = method mean − baseline mean with a Welch 95% "
               "interval; gap share = Δ / (teacher − baseline); 'no difference' when the interval "
-              "contains 0.", "",
+              "contains 0." + _selection_sentence(rows), "",
               "| Model | Fraction | Method | Seeds | " + f"{split.capitalize()} {metric} | Δ vs baseline "
               "| 95% interval | Gap share | Verdict |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -30,6 +30,11 @@ class DataCfg(_Strict):
     test_split: Optional[str] = None  # "auto": the split "test" when the dataset has one
     fraction: float = Field(1.0, gt=0.0, le=1.0)
     fraction_seed: int = 1
+    # a seeded share of the training split held out for choosing the best epoch ("select/..."
+    # metrics): it never trains, so the epoch is not chosen on the split results are reported
+    # on. Carved before `fraction` (every fraction arm selects on the same images)
+    select_fraction: Optional[float] = Field(None, gt=0.0, lt=1.0)
+    select_seed: int = 0
     size: Optional[tuple[int, int]] = None  # (H, W) resize for training and evaluation input
     scale: Optional[tuple[float, float]] = None  # random scale range (training)
     crop: Optional[tuple[int, int]] = None  # (H, W) random crop (training)
@@ -199,6 +204,8 @@ class SchedCfg(_Strict):
 
 
 class SelectCfg(_Strict):
+    # a metric measured each validation ("val/mIoU", "val/loss/<term>", "select/mIoU" with
+    # data.select_fraction), or "last": the last validated epoch, chosen on nothing
     metric: str = "val/mIoU"
     mode: Literal["max", "min"] = "max"
     restore_best: bool = False  # load the best epoch's weights when the stage ends

@@ -24,7 +24,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from .report_runs import group_runs, load_runs
+from .report_runs import group_runs, load_runs, selection_label
 
 SPLITS = ("train", "val", "test")
 DASH = "—"
@@ -100,7 +100,8 @@ def aggregate(runs: list[dict], metric: str = "mIoU", per_image: bool = False,
             "seeds": sorted(r["summary"].get("seed") for r in group),
             "params": group[0]["summary"].get("params"),
             "wall_time_s": float(np.mean([r["summary"].get("wall_time_s") or 0.0 for r in group])),
-            "metric": metric, "ddof": ddof, "classes": group[0]["summary"].get("classes") or []}
+            "metric": metric, "ddof": ddof, "classes": group[0]["summary"].get("classes") or [],
+            "selection": sorted({selection_label(r["summary"]) for r in group})}
         for split in SPLITS:
             vals = [v for r in group if (v := _split_value(r["summary"], split, metric)) is not None]
             row[split] = _mean_std(vals, ddof)
@@ -123,7 +124,10 @@ def describe(rows: list[dict]) -> str:
                              "images; not comparable to the standard mIoU)",
             "mIoU": "dataset-level mIoU (one confusion matrix per split)"}.get(metric, metric)
     std = "population std (ddof=0, as kdsemseg)" if ddof == 0 else "sample std (ddof=1)"
-    return f"Metric: {what}. Cells: mean ± {std} over seeds."
+    chosen = sorted({s for r in rows for s in r.get("selection", [])})
+    how = f" Epoch reported: {'; '.join(chosen)}." if chosen else ""
+    return f"Metric: {what}. Cells: mean ± {std} over seeds.{how}"
+
 
 
 # ------------------------------------------------------------------------------ table output

@@ -189,3 +189,17 @@ def group_runs(runs: list[dict], notes: Optional[list[str]] = None) -> dict[tupl
         for label, variant in _variants(method, members).items():
             groups[(model, label, frac)] = _newest_per_seed(variant, notes, f"{model} {label} f{frac:g}")
     return groups
+
+
+def selection_label(summary: dict) -> str:
+    """How a run's reported epoch was chosen, in words (from summary.json's ``selected``)."""
+    sel = summary.get("selected") or {}
+    metric = sel.get("metric") or "val/mIoU"
+    if metric == "last":
+        return "the last epoch"
+    if metric.startswith("select/"):
+        frac = sel.get("select_fraction")
+        held = f"a held-out {frac:.0%} of train, seed {sel.get('select_seed')}" if frac else "a held-out split"
+        return f"best {metric} ({held})"
+    split = metric.split("/")[0]
+    return f"best {metric} (chosen on {split} itself)"

@@ -139,11 +139,13 @@ def _format_error(err: ValidationError, source: str) -> str:
 
 # ------------------------------------------------------------------------------------ loading
 def _resolve(path: str, base: Path, what: str) -> str:
-    """An existing file: absolute, relative to the current directory, or to the spec's folder."""
+    """An existing file: absolute, relative to the current directory, or to the spec's folder;
+    a relative path comes back relative to the current directory (run configs and summaries
+    then name no absolute path of this machine)."""
     p = Path(path).expanduser()
     for cand in ([p] if p.is_absolute() else [p, base / p]):
         if cand.exists():
-            return str(cand.resolve())
+            return str(cand) if p.is_absolute() else os.path.relpath(cand.resolve())
     raise ConfigError(f"{what}: {path} not found (looked in {Path.cwd()} and {base})")
 
 
@@ -321,17 +323,30 @@ def _run_all(spec: StudySpec, arms: list[Arm], extra: list[str], keep_going: boo
     return failures
 
 
+def _shard(arms: list[Arm], shard: Optional[tuple[int, int]]) -> list[Arm]:
+    if shard is None:
+        return arms
+    k, n = shard
+    if not 0 <= k < n:
+        raise ConfigError(f"--shard {k}/{n}: K must be in 0..{n - 1}")
+    return arms[k::n]
+
+
 def run_study(spec_path: str | Path, dry_run: bool = False, keep_going: bool = False,
               extra: Optional[list[str]] = None, report: bool = True,
-              console: Optional[Console] = None, limit: Optional[int] = None) -> list[Arm]:
+              console: Optional[Console] = None, limit: Optional[int] = None,
+              out_dir: Optional[str] = None, shard: Optional[tuple[int, int]] = None) -> list[Arm]:
     """Run (or, with ``dry_run``, list) every arm of a study; then report over its out_dir.
     ``limit``: train or resume at most that many arms, then stop (a machine shared in turns, or
-    new code picked up between runs); finished arms are skipped as always."""
+    new code picked up between runs); finished arms are skipped as always. ``shard=(k, n)``:
+    only the arms at positions k, k + n, k + 2n, ... of the plan (n processes share a study)."""
     console = console or Console()
     extra = list(extra or [])
     spec = load_spec(spec_path)
+    if out_dir:
+        spec = spec.model_copy(update={"out_dir": out_dir})
     teacher = teacher_arm(spec)
-    arms = plan_arms(spec, teacher_checkpoint(spec))
+    arms = _shard(plan_arms(spec, teacher_checkpoint(spec)), shard)
     console.print(status_table(spec, ([teacher] if teacher else []) + arms))
     if dry_run:
         return ([teacher] if teacher else []) + arms
@@ -344,7 +359,7 @@ def run_study(spec_path: str | Path, dry_run: bool = False, keep_going: bool = F
         ckpt = teacher_checkpoint(spec)
         if not ckpt.is_file():
             raise SegkdError(f"the teacher run {teacher.run_dir} left no checkpoint ({ckpt})")
-        arms = plan_arms(spec, ckpt)
+        arms = _shard(plan_arms(spec, ckpt), shard)
     if all(a.status == "done" for a in arms):
         console.print(f"study {spec.name} complete: all {len(arms)} run(s) done")
     failures = _run_all(spec, arms, extra, keep_going, console, limit)

@@ -15,12 +15,33 @@ def study(spec: Path = typer.Argument(..., help="study spec YAML"),
           keep_going: bool = typer.Option(False, "--keep-going", help="continue after a failed run"),
           no_report: bool = typer.Option(False, "--no-report", help="skip the tables at the end"),
           limit: Optional[int] = typer.Option(None, "--limit", min=1, help="train or resume at most N "
-                                              "runs, then stop (the next call continues)")) -> None:
+                                              "runs, then stop (the next call continues)"),
+          out_dir: Optional[str] = typer.Option(None, "--out-dir", help="where the runs go "
+                                                "(default: the spec's out_dir, relative to the "
+                                                "current directory)"),
+          shard: Optional[str] = typer.Option(None, "--shard", help="K/N: only every N-th run from "
+                                              "the K-th (0-based), so that N processes share a "
+                                              "study")) -> None:
     """Students x methods x data fractions x seeds with one teacher; resumable."""
     from ..study import run_study
 
     run_study(spec, dry_run=dry_run, keep_going=keep_going, extra=overrides(None),
-              report=not no_report, console=out, limit=limit)
+              report=not no_report, console=out, limit=limit, out_dir=out_dir,
+              shard=_parse_shard(shard))
+
+
+def _parse_shard(value: Optional[str]) -> Optional[tuple[int, int]]:
+    from ..errors import ConfigError
+
+    if value is None:
+        return None
+    try:
+        k, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {value!r}: expected K/N, e.g. 0/2") from None
+    if n < 1 or not 0 <= k < n:
+        raise ConfigError(f"--shard {value}: expected 0 <= K < N")
+    return k, n
 
 
 def report(run_dirs: List[Path] = typer.Argument(..., help="run directories or folders of runs"),

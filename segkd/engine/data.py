@@ -71,6 +71,7 @@ class DataBundle:
     ignore_index: int
     mean: tuple
     std: tuple
+    select: Optional[SegmentationDataset] = None  # held out of train to choose the best epoch
 
 
 def _check_options(name: str, options: dict, key: str = "data.options") -> None:
@@ -149,6 +150,9 @@ def build_data(cfg: DataCfg, run_dir: Path | None = None, need_images: bool = Fa
     written to ``run_dir/train_files.txt``.
     """
     train = _dataset(cfg, cfg.train_split, True)
+    select = None
+    if cfg.select_fraction:
+        select, train = _hold_out(cfg, train)
     if cfg.fraction < 1.0:
         idx = select_fraction(len(train), cfg.fraction, cfg.fraction_seed)
         train = train.subset(idx)
@@ -158,13 +162,30 @@ def build_data(cfg: DataCfg, run_dir: Path | None = None, need_images: bool = Fa
     check_data(cfg, [(cfg.train_split, train), (cfg.val_split, val), (test_split, test)])
     if run_dir is not None:
         write_file_list(train, range(len(train)), Path(run_dir) / "train_files.txt")
+        if select is not None:
+            write_file_list(select, range(len(select)), Path(run_dir) / "select_files.txt")
     images = None
     if cfg.unlabeled and need_images:
         u = cfg.unlabeled
         images = _dataset(cfg, u.get("split", "train"), True, name=u.get("name", "image_folder"),
                           root=u.get("root"), options=u.get("options", {}))
     return DataBundle(train, val, test, images, train.classes, train.ignore_index,
-                      tuple(train.mean), tuple(train.std))
+                      tuple(train.mean), tuple(train.std), select)
+
+
+def _hold_out(cfg: DataCfg, train: SegmentationDataset):
+    """(select, train): a seeded ``select_fraction`` of the training split, evaluated like val,
+    and the rest, which trains."""
+    from ..errors import ConfigError
+
+    n = len(train)
+    held = select_fraction(n, cfg.select_fraction, cfg.select_seed)
+    if len(held) >= n:
+        raise ConfigError(f"data.select_fraction={cfg.select_fraction} leaves no training image "
+                          f"of {n}")
+    held_set = set(held)
+    select = _dataset(cfg, cfg.train_split, False).subset(held)
+    return select, train.subset([i for i in range(n) if i not in held_set])
 
 
 class SeededSampler(torch.utils.data.Sampler):

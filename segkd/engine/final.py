@@ -20,6 +20,8 @@ def _split_dataset(engine, split: str):
         return engine.data.val
     if split == "test":
         return engine.data.test
+    if split == "select":
+        return engine.data.select
     if split == "train":  # the (fraction of the) training list, without augmentation
         ds = _dataset(cfg, cfg.train_split, False)
         names = {p for p, _ in engine.data.train.items}
@@ -39,7 +41,8 @@ def final_summary(engine, wall: float) -> dict:
                          overlap=e.sliding.overlap if e.sliding else 1 / 3, flip=e.flip, scales=e.scales)
     student.eval()
     splits = {}
-    for split in e.splits:
+    names = list(e.splits) + (["select"] if engine.data.select is not None and "select" not in e.splits else [])
+    for split in names:
         ds = _split_dataset(engine, split)
         if ds is None:
             continue
@@ -60,7 +63,9 @@ def final_summary(engine, wall: float) -> dict:
         "teacher": cfg.teacher.checkpoint if cfg.teacher else None,
         "fraction": cfg.data.fraction, "params": count_params(student),
         "replacements": engine.replacements, "splits": splits,
-        "selected": {"metric": cfg.stages[-1].select.metric, "value": p["best"], "epoch": p["best_epoch"]},
+        "selected": {"metric": cfg.stages[-1].select.metric, "value": p["best"], "epoch": p["best_epoch"],
+                     "select_fraction": cfg.data.select_fraction,
+                     "select_seed": cfg.data.select_seed if cfg.data.select_fraction else None},
         "wall_time_s": round(wall, 2), "train_time_s": round(p["train_time"], 2),
         "train_images_per_s": round(p["images"] / max(p["train_time"], 1e-9), 2),
         "device": f.device.type, "world_size": f.world_size, "torch": torch.__version__,

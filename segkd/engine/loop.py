@@ -197,11 +197,11 @@ class Engine:
         pin = f.device.type == "cuda"
         train = make_loader(ds, cfg.data.batch_size, True, self.workers, cfg.seed,
                             f.world_size, f.global_rank, pin)
-        val = None
-        if self.data.val is not None:
-            val = make_loader(self.data.val, cfg.data.eval_batch_size or cfg.data.batch_size, False,
-                              self.workers, cfg.seed, f.world_size, f.global_rank, pin)
-        return train, val
+        val, select = (None if d is None else
+                       make_loader(d, cfg.data.eval_batch_size or cfg.data.batch_size, False,
+                                   self.workers, cfg.seed, f.world_size, f.global_rank, pin)
+                       for d in (self.data.val, self.data.select))
+        return train, val, select
 
     def _run_stage(self, si: int, stage: StageCfg, ckpt: Optional[dict]) -> None:
         run = self._stage_run(si, stage)
@@ -229,7 +229,7 @@ class Engine:
         """The stage's module, optimiser, schedule (spanning a plan's stages), loaders and
         teacher cache."""
         module, opt = self._setup_stage(si, stage)
-        train_loader, val_loader = self._loaders(stage)
+        train_loader, val_loader, select_loader = self._loaders(stage)
         cache = None if self.teacher_cache is None else self.teacher_cache.for_stage(
             train_loader.dataset.ds, self.distiller.teacher_positions())
         iters = stage.iters_per_epoch or len(train_loader)
@@ -240,7 +240,8 @@ class Engine:
                                       lambda j: steps if j == si else self._stage_steps(j))
         sched, when = build_scheduler(opt, stage.schedule, total, stage.optimizer.lr, offset)
         return StageRun(module=module, opt=opt, loader=train_loader, iters=iters, sched=sched,
-                        when=when, val_loader=val_loader, teacher_cache=cache)
+                        when=when, val_loader=val_loader, teacher_cache=cache,
+                        select_loader=select_loader)
 
     # ================================================================== one epoch
     def _epoch(self, si: int, stage: StageCfg, epoch: int, run: StageRun) -> None:
@@ -268,8 +269,11 @@ class Engine:
                     "train/data_wait": stats["data_wait"]})
         self._say_if_data_bound(stats["data_wait"], epoch)
         last = epoch + 1 == stage.epochs
-        if run.val_loader is not None and ((epoch + 1) % stage.val_every == 0 or last):
-            row.update(self._validate(stage, run.val_loader))
+        loaders = {k: v for k, v in (("val", run.val_loader), ("select", run.select_loader))
+                   if v is not None}
+        if loaders and ((epoch + 1) % stage.val_every == 0 or last):
+            for split, loader in loaders.items():
+                row.update(self._validate(stage, loader, split))
             self._select(si, stage, epoch, row)
         c.epoch = epoch + 1
         self.history.append({"stage": si, "epoch": epoch + 1, **{k: v for k, v in row.items()
@@ -291,9 +295,9 @@ class Engine:
             "set data.cache: true (decoded images kept in memory), or store the images "
             "downscaled to the training size.[/yellow]")
 
-    def _validate(self, stage: StageCfg, loader) -> dict:
+    def _validate(self, stage: StageCfg, loader, split: str = "val") -> dict:
         d, f = self.distiller, self.fabric
-        with_losses = stage.select.metric.startswith("val/loss")
+        with_losses = stage.select.metric.startswith(f"{split}/loss")
         d.eval()
         def fwd(images, mask):
             with f.autocast():
@@ -302,19 +306,24 @@ class Engine:
                      self.cfg.trainer.channels_last, per_image=False,
                      reduce=(lambda t: f.all_reduce(t, reduce_op="sum")) if f.world_size > 1 else None)
         d.train()
-        out = {"val/mIoU": m["mIoU"], "val/pixel_acc": m["pixel_acc"],
-               "val/per_class_iou": m["per_class_iou"]}
-        out.update({f"val/{k}": v for k, v in m.items() if k.startswith("loss")})
+        out = {f"{split}/mIoU": m["mIoU"], f"{split}/pixel_acc": m["pixel_acc"],
+               f"{split}/per_class_iou": m["per_class_iou"]}
+        out.update({f"{split}/{k}": v for k, v in m.items() if k.startswith("loss")})
         return out
 
     def _select(self, si: int, stage: StageCfg, epoch: int, row: dict) -> None:
         key = stage.select.metric
-        if key not in row:
-            known = [k for k in row if k.startswith("val/")]
+        if key == "last":  # the latest validated epoch, chosen on no split
+            value, better = float(epoch + 1), True
+        elif key not in row:
+            known = [k for k in row if k.startswith(("val/", "select/")) and not isinstance(row[k], list)]
+            hint = (" (select/... metrics need data.select_fraction)"
+                    if key.startswith("select/") else "")
             raise ConfigError(f"stage '{stage.name}': select.metric '{key}' is not measured; "
-                              f"available: {', '.join(known)}")
-        value, best = row[key], self.counters.best
-        better = best is None or (value > best if stage.select.mode == "max" else value < best)
+                              f"available: {', '.join(known + ['last'])}{hint}")
+        else:
+            value, best = row[key], self.counters.best
+            better = best is None or (value > best if stage.select.mode == "max" else value < best)
         if better:
             self.counters.best, self.counters.best_epoch = value, epoch + 1
             if self.fabric.is_global_zero:

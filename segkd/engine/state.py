@@ -51,6 +51,7 @@ class StageRun:
     when: str = "iter"
     val_loader: Any = None
     teacher_cache: Any = None
+    select_loader: Any = None  # the held-out selection split (data.select_fraction), if any
 
 
 def rng_state() -> dict[str, Any]:
