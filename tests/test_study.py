@@ -1,5 +1,6 @@
 """segkd.study: the grid, one teacher injected, skip / resume, dry-run, spec errors, a real tiny run."""
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -129,7 +130,22 @@ def test_existing_teacher_checkpoint_is_injected(setup):
     run_study(_write_spec(root, spec), report=False, console=_quiet(root))
     assert len(fake.calls) == 2 and all(c["run_dir"] != str(root / "out" / "teacher") for c in fake.calls)
     kd = next(c for c in fake.calls if "/kd/" in c["run_dir"])
-    assert f"teacher.checkpoint={json.dumps(str((root / 't.pt').resolve()))}" in kd["overrides"]
+    # found beside the spec, named relative to the current directory (no absolute path of this
+    # machine in the run's config)
+    rel = os.path.relpath((root / "t.pt").resolve())
+    assert not os.path.isabs(rel)
+    assert f"teacher.checkpoint={json.dumps(rel)}" in kd["overrides"]
+
+
+def test_shard_splits_the_plan(setup):
+    root, spec, fake = setup
+    path = _write_spec(root, spec)
+    every = [(a.method, a.seed) for a in run_study(path, dry_run=True, console=_quiet(root))]
+    parts = [[(a.method, a.seed) for a in run_study(path, dry_run=True, console=_quiet(root),
+                                                    shard=(k, 2))] for k in (0, 1)]
+    plan = [x for x in every if x[0] != "teacher"]
+    assert [x for x in parts[0] if x[0] != "teacher"] == plan[0::2]
+    assert [x for x in parts[1] if x[0] != "teacher"] == plan[1::2]
 
 
 def test_keep_going_collects_failures(setup, monkeypatch):
