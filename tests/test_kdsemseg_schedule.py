@@ -76,8 +76,7 @@ def test_study_arms_keep_the_seeds_schedule(name: str, monkeypatch) -> None:
     from segkd.study import load_spec, plan_arms
 
     path = ROOT / "configs" / "studies" / name
-    if not path.is_file():
-        pytest.skip(f"{name} not in this checkout")
+    assert path.is_file(), f"{path} is missing: update STUDIES when a study spec is renamed"
     monkeypatch.chdir(ROOT)
     arms = plan_arms(load_spec(path), Path("teacher.pt"))
     first = {a.method: a for a in reversed(arms)}
