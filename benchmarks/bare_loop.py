@@ -1,4 +1,4 @@
-"""The engine-overhead check of the foundation issue: the same model, data and settings trained
+"""The engine-overhead check: the same model, data and settings trained
 by a bare PyTorch loop and by `segkd train`, side by side, images/s of the training epochs.
 
     python benchmarks/bare_loop.py --data ../shared/data/camvid --epochs 2 --size 96,128 \

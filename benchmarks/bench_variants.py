@@ -222,7 +222,7 @@ def make_segkd(su: Setup, method: str) -> Step:
 
 
 def make_segkd_cached(su: Setup, batches: list[dict]) -> Step:
-    """segkd_kd with the teacher cache (issue 15): the teacher's outputs for every benchmark
+    """segkd_kd with the teacher cache (``teacher.cache``): the teacher's outputs for every benchmark
     batch computed beforehand as ``build_teacher_cache`` computes them (the run's precision
     plugin and autocast, ``Distiller.teacher_outputs``), held in segkd's in-memory cache rows,
     and read through ``StageCache.batch`` in ``train_epoch``, as a cached run reads them."""
@@ -296,7 +296,8 @@ def make_torchdistill(su: Setup, size: tuple[int, int], tuned: bool = False) -> 
 
 
 def teacher_cache_available() -> bool:
-    """Whether this checkout has segkd's teacher cache (``teacher.cache``, issue 15)."""
+    """Whether the segkd on the path has the teacher cache (``teacher.cache``; an older checkout
+    profiled through PYTHONPATH may not)."""
     from segkd.config import TeacherCfg
 
     try:
@@ -325,7 +326,7 @@ def build_variants(su: Setup, names: list[str], size: tuple[int, int], batches: 
             if teacher_cache_available():
                 out[name] = make_segkd_cached(su, batches)
             else:
-                skipped[name] = ("not available: segkd's teacher cache (teacher.cache, issue 15) "
+                skipped[name] = ("not available: segkd's teacher cache (teacher.cache) "
                                  "is not in this checkout")
         elif name.startswith("segkd_"):
             out[name] = make_segkd(su, name.split("_", 1)[1])

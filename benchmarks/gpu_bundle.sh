@@ -8,7 +8,7 @@
 #   - install_and_run.sh, the one command to run there.
 # The bundle goes to an ignored folder (.gpu_bundle/ by default): never commit it.
 #
-#   PY=/work/bench-venv/bin/python bash benchmarks/gpu_bundle.sh [BUNDLE_DIR]
+#   PY=../bench-venv/bin/python bash benchmarks/gpu_bundle.sh [BUNDLE_DIR]
 #   # on the GPU machine, from the repository root (the bundle inside it):
 #   bash .gpu_bundle/install_and_run.sh            # extra arguments go to suite.py
 #

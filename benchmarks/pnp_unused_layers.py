@@ -1,4 +1,4 @@
-"""Does the CamVid teacher use the layers camvid_pnp.yaml replaces? (docs/benchmarks.md, issue 20)
+"""Does the CamVid teacher use the layers camvid_pnp.yaml replaces? (docs/benchmarks.md, Plug and Play)
 
 For each Plug-and-Play arm of docs/results/camvid_pnp (the replaced convolutions are in its
 summary.json), the teacher's val mIoU (a) with those convolutions freshly replaced, before any

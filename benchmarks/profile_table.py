@@ -1,7 +1,7 @@
 """Where a KD step's CPU time goes, by category: segkd's KD step next to the bare PyTorch one.
 
     python benchmarks/profile_table.py [--steps 3] [--json out.json]
-    PYTHONPATH=/path/to/other/checkout python benchmarks/profile_table.py   # profile other code
+    PYTHONPATH=../other-checkout python benchmarks/profile_table.py   # profile another checkout's code
 
 ``torch.profiler`` (shapes recorded) over ``--steps`` steps of each variant of bench_step.py's
 UNet R34 -> R18 pair (bf16, batch 8, 192x256, channels_last, 1 thread) on real CamVid batches;
