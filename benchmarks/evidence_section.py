@@ -13,6 +13,36 @@ DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- evidence:start -->", "<!-- evidence:end -->"
 
 
+# How each study's table is reproduced, where it is not `segkd study configs/studies/<study>.yaml`.
+COMMANDS = {
+    "camvid_search": "`segkd study configs/studies/camvid_search.yaml` (seed 0), then "
+                     "`segkd study configs/studies/camvid_best.yaml` (seeds 1-2)",
+    "camvid_kdsemseg": "`segkd study configs/studies/camvid_kdsemseg_small.yaml`",
+}
+
+
+def _summaries(study: str) -> list[dict]:
+    return [json.loads(p.read_text())
+            for p in sorted((ROOT / "docs" / "results" / study).glob("*/*/*/*/summary.json"))]
+
+
+def _provenance(study: str) -> str:
+    """Command, date, machine and epoch selection of a study's runs, read from their summaries."""
+    from segkd.report_runs import selection_label
+
+    sums = _summaries(study)
+    if not sums:
+        return ""
+    days = sorted({s["finished"][:10] for s in sums if s.get("finished")})
+    when = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+    where = ", ".join(sorted({str(s.get("device")) for s in sums}))
+    torch = ", ".join(sorted({str(s.get("torch", "?")).split("+")[0] for s in sums}))
+    chosen = "; ".join(sorted({selection_label(s) for s in sums}))
+    cmd = COMMANDS.get(study, f"`segkd study configs/studies/{study}.yaml`")
+    return (f"Command: {cmd}. Runs finished {when} ({where}, torch {torch}). "
+            f"Epoch reported: {chosen}; the table reports val mIoU at that epoch.\n")
+
+
 def _table(study: str) -> str:
     path = ROOT / "docs" / "results" / study / "comparison.md"
     if not path.is_file():
@@ -89,9 +119,16 @@ def section(intro: str) -> str:
                          ("camvid_pnp_front", "Plug and Play on CamVid, layer1-3 + decoder replaced "
                           "(`camvid_pnp_front.yaml`)")):
         parts.append(f"#### {title}: {_count(study)} finished run(s), {_configs(study)} configuration(s)\n")
+        parts.append(_provenance(study))
         parts.append(_table(study))
         if study == "camvid_kdsemseg":
             parts.append("#### Where stagewise loses to its teacher (`segkd stages`, full data)\n")
+            parts.append("Command, per stagewise run: `segkd stages runs/<study>/<arm>/kd_resnet18/f1.0/s<seed>/"
+                         "best.pt --teacher ../shared/teachers/camvid-unet-r34-128x96.pt --json "
+                         "docs/results/camvid_kdsemseg/diagnosis/<arm>_f1.0_s<seed>.json` (val split, "
+                         "the run's size). rel. MSE: the stage's val feature MSE over the teacher "
+                         "feature's variance; alone: the teacher's val mIoU with that stage's student "
+                         "modules put in; stages <= this: with every stage up to it.\n")
             parts.append(_diagnosis())
     parts.append("#### Per-class val IoU, every full-data arm (mean over its seeds)\n")
     parts.append(_per_class())
