@@ -87,8 +87,17 @@ class ModelCfg(_Strict):
     from_teacher: bool = False  # student = a copy of the teacher (Plug and Play), then `replace`
 
 
+    @field_validator("init_from")
+    @classmethod
+    def _not_export(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and Path(v).suffix.lower() in (".onnx", ".safetensors"):
+            raise ValueError(f"'{v}' is an export, not a checkpoint: init_from takes a segkd "
+                             "checkpoint (.pt, e.g. the best.pt it was exported from), a run "
+                             "directory or 'teacher'")
+        return v
+
 class TeacherCacheCfg(_Strict):
-    """The frozen teacher's outputs computed once per (image, view) and reused (issue 15).
+    """The frozen teacher's outputs computed once per (image, view) and reused.
 
     exact: only a random horizontal flip may be random (both views cached); same losses and
     gradients as the live teacher. approximate (opt-in): random scale/crop too, the cached
@@ -264,7 +273,7 @@ class StageCfg(_Strict):
 class TrainerCfg(_Strict):
     # auto: bf16-mixed where the device computes bf16 natively, else fp32 (fp16 on a GPU
     # without bf16); the choice and its reason go to the log and summary.json
-    precision: Literal["auto", "32", "bf16-mixed", "16-mixed", "32-true", "bf16-true"] = "32"
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed", "32-true", "bf16-true"] = "auto"
     accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = 1
@@ -279,7 +288,7 @@ class TrainerCfg(_Strict):
     # deterministic kernels (torch.use_deterministic_algorithms, warn-only; cuDNN flags): see
     # engine.fabric.apply_determinism
     deterministic: bool = False
-    threads: Optional[int] = None  # torch.set_num_threads
+    threads: Optional[int] = None  # torch.set_num_threads; None: torch's default (one per core)
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -351,6 +360,14 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
         ann = field.annotation
         model = next((a for a in _flatten(ann) if isinstance(a, type) and issubclass(a, BaseModel)), None)
     return model
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and v < 1:
+            raise ValueError("threads must be >= 1 (CPU threads of this process); remove it "
+                             "(or null) for torch's default (one per core)")
+        return v
+
 
 
 def _flatten(ann: Any) -> list:

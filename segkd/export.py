@@ -47,6 +47,24 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def check_export_target(path: str | Path, what: str) -> Path:
+    """ExportError now, before any model is loaded, when the export ``path`` or its sidecar JSON
+    cannot be written: a folder or a read-only file in the way, an unwritable folder, a device,
+    or a name whose sidecar would be the export itself (``x.json``)."""
+    from .writable import check_output_file
+
+    out, side = Path(path), sidecar_path(path)
+    if out.exists() and not out.is_file() and not out.is_dir():
+        raise ExportError(f"cannot write {what} {out}: it is not a regular file (an export is a "
+                          "file, with its description beside it); give a file path")
+    if side == out:
+        raise ExportError(f"cannot write {what} {out}: its description {side.name} would "
+                          "overwrite it; name the file .onnx / .safetensors")
+    check_output_file(out, what)
+    check_output_file(side, f"{what} description")
+    return out
+
+
 def _jsonable(obj: Any) -> Any:
     """Tensors / numpy values / tuples -> plain JSON types (anything else unknown -> str)."""
     def default(o: Any) -> Any:
@@ -225,6 +243,7 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, opset: int = 
     has batch 1; ``dynamic_shape`` makes batch, height and width dynamic (parity is then also
     checked at a second size). ``ExportError`` when ``||onnx - torch|| / ||torch|| > tolerance``.
     Returns the sidecar's ``onnx`` section plus ``path`` and ``sidecar``."""
+    check_export_target(out_path, "--onnx")
     model, meta, ckpt = model_from_checkpoint(str(checkpoint_path))
     net = model.eval()
     size = tuple(size) if size else (_config_size(ckpt) or (512, 512))
@@ -267,6 +286,7 @@ def export_safetensors(checkpoint_path: str | Path, out_path: str | Path) -> dic
     """Write the checkpoint's weights as safetensors + the sidecar JSON (spec, replacements, meta)."""
     from safetensors.torch import save_file
 
+    check_export_target(out_path, "--safetensors")
     model, meta, ckpt = model_from_checkpoint(str(checkpoint_path))
     tensors, aliases = _dedupe(model.state_dict())
     out = Path(out_path)

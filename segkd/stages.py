@@ -1,6 +1,6 @@
 """Where a stage-by-stage distilled student falls short of its teacher (``segkd stages``).
 
-A stagewise run (kdsemseg, SPEC section 1) trains the student one part at a time to reproduce the
+A stagewise run (kdsemseg; docs/methods.md) trains the student one part at a time to reproduce the
 teacher's feature at that part's output. Its per-stage validation MSE alone does not say which
 stage costs the student accuracy: MSE scales differ from layer to layer, and an error early on is
 inherited by every later stage. Two measurements make it readable:

@@ -37,6 +37,7 @@ from rich.table import Table
 
 from .config import _Strict, load_config
 from .errors import ConfigError, SegkdError
+from .config_yaml import load_yaml
 from .registry import suggest
 from .runs import run_training
 
@@ -155,10 +156,8 @@ def load_spec(path: str | Path) -> StudySpec:
     if not path.is_file():
         raise ConfigError(f"study spec not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text(), str(path)) or {}
         spec = StudySpec.model_validate(raw)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
     except ValidationError as err:
         raise ConfigError(_format_error(err, str(path))) from None
     base = path.resolve().parent

@@ -42,6 +42,12 @@ def check_output_file(path: str | Path, what: str) -> Path:
     if not base.is_dir():
         raise SegkdError(f"cannot write {what} {path}: {base} is a file, not a folder")
     _probe(base, what, path)
+    if path.is_file():  # a writable folder may hold a read-only file: open it, write nothing
+        try:
+            with open(path, "ab"):
+                pass
+        except OSError as err:
+            raise SegkdError(f"cannot write {what} {path}: {err.strerror or err}") from None
     return path
 
 

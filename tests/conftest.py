@@ -48,7 +48,8 @@ def tiny_cfg(**over) -> dict:
         "model": {"arch": "unet", "encoder": "kd_resnet10"},
         "stages": [{"name": "train", "epochs": 1, "terms": [{"loss": "ce"}],
                     "optimizer": {"name": "adam", "lr": 1e-3}}],
-        "trainer": {"progress": False, "log_every": 1},
+        # fp32 on every machine (the default, auto, is bf16 where the device computes it)
+        "trainer": {"progress": False, "log_every": 1, "precision": "32"},
         "eval": {"splits": ["val"]},
     }
     return deep_merge(base, over)

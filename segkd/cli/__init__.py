@@ -13,7 +13,7 @@ import typer
 from ..console import errors as err
 from ..errors import SegkdError, user_message
 from . import cheap, data, export, info, study, train
-from .base import app, flags
+from .base import Interrupted, app, flags
 
 __all__ = ["app", "main"]
 
@@ -35,8 +35,8 @@ def main() -> None:
 
         err.print(f"[bold red]error:[/bold red] {escape(user_message(e))}", highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err.print("interrupted")
+    except (KeyboardInterrupt, Interrupted):
+        err.print("interrupted", highlight=False)
         sys.exit(130)
     except (typer.Abort, typer.Exit) as e:
         sys.exit(getattr(e, "exit_code", 1))

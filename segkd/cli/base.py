@@ -4,16 +4,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from ..console import console as out
 from ..errors import SegkdError
 
-__all__ = ["app", "flags", "out", "SetOpt", "overrides", "pair", "print_summary"]
+__all__ = ["app", "flags", "out", "SetOpt", "overrides", "pair", "print_summary", "Interrupted",
+           "checkpoint_arg"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+class Interrupted(Exception):
+    """Ctrl-C while a command ran. Typer turns a KeyboardInterrupt into a silent exit 130 (older
+    versions: an ``Abort``, exit 1); this carries it past Typer to ``main``, which says so."""
+
+
+class _Group(TyperGroup):
+    """The app's command group: a command's KeyboardInterrupt leaves as ``Interrupted``."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted() from None
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False,
                   help="segkd: knowledge distillation for semantic segmentation.")
 
 SetOpt = typer.Option(None, "--set", "-s", help="override a config key: key.sub=value (repeatable)")
@@ -38,7 +57,11 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 
 
 def overrides(values: Optional[List[str]]) -> list[str]:
-    """The ``--set`` values, plus ``trainer.progress=false`` under ``--quiet``."""
+    """The ``--set`` values (a key set twice to different values is an error), plus
+    ``trainer.progress=false`` under ``--quiet``."""
+    from ..config_yaml import refuse_repeated
+
+    refuse_repeated(list(values or []))
     extra = ["trainer.progress=false"] if flags.quiet else []
     return list(values or []) + extra
 
@@ -49,6 +72,20 @@ def print_summary(run_dir: Path, summary: dict) -> None:
 
     out.print(summary_table(summary))
     out.print(f"run directory: [bold]{run_dir}[/bold]")
+
+
+EXPORTS = {".onnx": "an ONNX export", ".safetensors": "a safetensors export"}
+
+
+def checkpoint_arg(path: Path | str, command: str) -> str:
+    """A command's checkpoint argument as a string; an export file (.onnx / .safetensors) is
+    refused with what ``segkd COMMAND`` takes (it would fail later as "not a PyTorch file")."""
+    kind = EXPORTS.get(Path(path).suffix.lower())
+    if kind:
+        raise SegkdError(f"{path} is {kind}, not a checkpoint: segkd {command} takes a segkd "
+                         "checkpoint (.pt, e.g. the best.pt it was exported from) or a run "
+                         "directory; segkd predict runs an export")
+    return str(path)
 
 
 def pair(text: Optional[str], option: str = "--size") -> Optional[tuple[int, int]]:

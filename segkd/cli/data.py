@@ -6,18 +6,35 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
+import yaml
 
 from ..errors import ConfigError
 from .base import flags, out
 
 
+def _unique_pairs(where: str):
+    """A ``json.loads`` object hook refusing a key given twice (JSON keeps the last silently)."""
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if k in out:
+                raise ConfigError(f"{where}: key '{k}' is given twice in one object; keep one")
+            out[k] = v
+        return out
+    return pairs
+
+
 def parse_options(options_json: Optional[str], sets: Optional[List[str]]) -> dict[str, Any]:
     """Dataset options from ``--options '{"k": v}'`` then ``--set k=v`` (values parsed as JSON
-    when they parse, e.g. ``sbd=true``, ``value_map={"0":0,"255":1}``; else kept as strings)."""
+    when they parse, e.g. ``sbd=true``, ``value_map={"0":0,"255":1}``; else kept as strings).
+    A key twice in one JSON object, or one ``--set`` key with two values, is an error."""
+    from ..config_yaml import refuse_repeated
+
+    refuse_repeated(list(sets or []))
     options: dict[str, Any] = {}
     if options_json:
         try:
-            options = json.loads(options_json)
+            options = json.loads(options_json, object_pairs_hook=_unique_pairs("--options"))
         except json.JSONDecodeError as e:
             raise ConfigError(f"--options is not valid JSON ({e}): {options_json}") from None
         if not isinstance(options, dict):
@@ -27,10 +44,21 @@ def parse_options(options_json: Optional[str], sets: Optional[List[str]]) -> dic
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got '{item}'")
         try:
-            options[key.strip()] = json.loads(value)
+            hook = _unique_pairs(f"--set {item}")
+            options[key.strip()] = json.loads(value, object_pairs_hook=hook)
         except json.JSONDecodeError:
-            options[key.strip()] = value
+            options[key.strip()] = _yaml_value(value)
     return options
+
+
+def _yaml_value(text: str) -> Any:
+    """A ``--set`` value that is not JSON, read as YAML as ``segkd train --set`` reads it
+    (``value_map={0: 0, 255: 1}``); text that is not YAML either stays a string."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return text if value is None else value
 
 
 def download_cmd(
@@ -63,17 +91,24 @@ def prepare_cmd(
 
     For the "folder" dataset the image / mask sub-folders and the mask name suffix are found
     from the files, and a config that trains on the dataset is printed (``--config``: written).
-    Exits with code 1 when the report has errors.
+    Exits with code 1 when the report has errors (for "folder": errors the printed config does
+    not fix; those it fixes are reported as "fixed", saying what the config sets).
     """
     from ..data.prepare import prepare, print_report
 
     options = parse_options(options_json, set_)
     if name == "folder":
+        from ..data.base import require_dir
         from ..data.folder_setup import detect_layout
 
+        require_dir(root, "dataset root")  # before a config naming it is written
         options = {**detect_layout(root, options), **options}
         options = _with_class_count(root, options, max_masks)
     report = prepare(name, root, max_masks=max_masks or None, splits=split or None, **options)
+    if name == "folder":
+        from ..data.folder_setup import with_suggestions
+
+        report = with_suggestions(report, options)
     print_report(report, out)
     if json_out:
         json_out.write_text(json.dumps(report.to_dict(), indent=2, default=str))
@@ -99,7 +134,7 @@ def _print_config(report: Any, root: Path, options: dict[str, Any], path: Option
     """Print (and with ``path``, write) the config suggested for a folder dataset."""
     from ..data.folder_setup import config_text, suggest_config
 
-    text = config_text(suggest_config(report, root, options), root, report.ok)
+    text = config_text(suggest_config(report, root, options), root, report.ok, report.applied)
     out.print("\n[bold]suggested config[/bold]" + (f" (written to {path})" if path else "") + ":")
     out.print(text, markup=False, highlight=False, soft_wrap=True)
     if path:

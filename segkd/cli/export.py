@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from ..errors import SegkdError
-from .base import out, pair
+from .base import checkpoint_arg, out, pair
 
 
 def _parity_table(info: dict) -> Table:
@@ -39,14 +39,14 @@ def export(checkpoint: Path = typer.Argument(..., help="segkd checkpoint (best.p
            tolerance: float = typer.Option(1e-4, "--tolerance",
                                            help="max relative error onnxruntime vs PyTorch")) -> None:
     """Export a checkpoint for deployment: ONNX (checked against PyTorch) and/or safetensors."""
-    from ..export import export_onnx, export_safetensors
-    from ..writable import check_output_file
+    from ..export import check_export_target, export_onnx, export_safetensors
 
     if not onnx and not safetensors:
         raise SegkdError("nothing to export: give --onnx OUT.onnx and/or --safetensors OUT.safetensors")
+    checkpoint_arg(checkpoint, "export")
     for path, option in ((onnx, "--onnx"), (safetensors, "--safetensors")):
-        if path:
-            check_output_file(path, option)
+        if path:  # both outputs before either export: nothing is written when one cannot be
+            check_export_target(path, option)
     size_hw = pair(size)
     if safetensors:
         info = export_safetensors(str(checkpoint), str(safetensors))

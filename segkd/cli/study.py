@@ -81,11 +81,12 @@ def stages(student: Path = typer.Argument(..., help="the stagewise run's checkpo
 
     from ..stages import stage_diagnosis
     from ..writable import check_output_file
-    from .base import pair
+    from .base import checkpoint_arg, pair
 
     if json_out:  # a path that cannot be written fails now, not after the evaluations
         check_output_file(json_out, "--json")
-    res = stage_diagnosis(str(student), str(teacher), data_root, split, pair(size), device=device)
+    res = stage_diagnosis(checkpoint_arg(student, "stages"), checkpoint_arg(teacher, "stages"),
+                          data_root, split, pair(size), device=device)
     table = Table(title=f"{split} ({res['images']} images): teacher mIoU {res['teacher_miou']:.4f}, "
                         f"student {res['student_miou']:.4f}")
     for col in ("stage", "feature", "MSE", "rel. MSE", "teacher + this stage", "teacher + stages <= this"):

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import SegkdError
-from .base import SetOpt, out, overrides, pair, print_summary
+from .base import SetOpt, checkpoint_arg, out, overrides, pair, print_summary
 
 
 def train(config: Path = typer.Argument(..., help="YAML config"),
@@ -55,9 +55,9 @@ def eval_(checkpoint: Path = typer.Argument(..., help="segkd checkpoint (best.pt
 
     if json_out:
         check_output_file(json_out, "--json")
-    m = evaluate_checkpoint(str(checkpoint), data_root, dataset, split, pair(size), pair(sliding, "--sliding"),
-                            overlap, flip, [float(s) for s in scales.split(",")] if scales else [1.0],
-                            batch_size)
+    m = evaluate_checkpoint(checkpoint_arg(checkpoint, "eval"), data_root, dataset, split,
+                            pair(size), pair(sliding, "--sliding"), overlap, flip,
+                            [float(s) for s in scales.split(",")] if scales else [1.0], batch_size)
     out.print(metrics_table(m, m.get("classes", [])))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -122,6 +122,7 @@ def suggest_config(report: Any, root: Path, options: dict[str, Any]) -> dict[str
                     "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-4},
                     "schedule": {"name": "poly"}}],
         "eval": {"splits": [s for s in (val, test) if s]},
+        "trainer": {"precision": "auto"},  # bf16 where the device computes it natively, else fp32
     }
 
 

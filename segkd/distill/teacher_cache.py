@@ -68,12 +68,17 @@ def _name(step) -> str:
 
 
 def check_exact(transform) -> None:
-    """Raise CacheError naming the first random step other than a horizontal flip."""
+    """Raise CacheError naming the first random step other than a horizontal flip, and the
+    fixes that work: approximate mode only where it accepts the transform."""
     for step in _steps(transform):
         if not isinstance(step, _EXACT_STEPS):
+            try:
+                check_approximate(transform)
+                fix = "Remove it, set teacher.cache.mode: approximate, or teacher.cache: false"
+            except CacheError:  # photometric steps: approximate mode refuses them too
+                fix = "Remove it, or set teacher.cache: false (the live teacher)"
             raise CacheError(f"teacher.cache (exact) allows random horizontal flips only; "
-                             f"{_name(step)} makes the teacher's output differ every epoch. "
-                             "Remove it, set teacher.cache.mode: approximate, or teacher.cache: false")
+                             f"{_name(step)} makes the teacher's output differ every epoch. {fix}")
 
 
 def check_approximate(transform) -> Optional[JointRandomCrop]:

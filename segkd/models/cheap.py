@@ -1,4 +1,4 @@
-"""Cheap convolution replacement (Plug and Play, SPEC section 2).
+"""Cheap convolution replacement (Plug and Play; docs/methods.md).
 
 Named ``nn.Conv2d`` modules are swapped for cheaper, newly initialised blocks that produce the
 same output shape for any input::

@@ -1,6 +1,6 @@
 """The kdsemseg ResNet encoders, registered as timm models.
 
-kdsemseg (../shared/SPEC.md section 1) uses torchvision-style BasicBlock ResNets with channels
+kdsemseg (docs/methods.md) uses torchvision-style BasicBlock ResNets with channels
 64/128/256/512 and these blocks per stage. They are registered with timm's ``register_model`` so
 that ``timm.create_model("kd_resnet20", features_only=True)`` and segmentation-models-pytorch's
 ``tu-kd_resnet20`` work like any other encoder name. ``kd_resnet18`` and ``kd_resnet34`` are the
