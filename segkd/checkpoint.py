@@ -12,13 +12,21 @@ A segkd checkpoint is a plain dict saved with ``torch.save`` and read with
 
 A sha256 of the file is written beside it (``<file>.sha256``, one hash per line) and checked
 on load: the file is accepted when its hash is one of the sidecar's lines. A sidecar written
-before this rule holds one line and reads the same way.
+before this rule holds one line and reads the same way. A file without a sidecar is checked
+against the CRC-32 every record of torch's zip format carries (a legacy, non-zip file without
+one cannot be checked: it loads, but ``must_verify`` refuses it).
+
+The file is read once: its hash, the checks and the loaded contents all come from the same
+bytes, so a file replaced while it is read can never be loaded under another file's hash.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -54,8 +62,9 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
     side = _sidecar(path)
     tmp, side_tmp = path.with_name(f".{path.name}.tmp"), side.with_name(f".{side.name}.tmp")
     try:
-        _write_synced(tmp, lambda f: torch.save(obj, f))
-        digest = sha256_file(tmp)
+        data = _serialise(obj)  # the sidecar vouches for these bytes, not a re-read of tmp
+        digest = hashlib.sha256(data).hexdigest()
+        _write_synced(tmp, lambda f: f.write(data))
         previous = _current_hash(path)
         hashes = [digest] + ([previous] if previous not in (None, digest) else [])
         _write_synced(side_tmp, lambda f: f.write("".join(h + "\n" for h in hashes).encode()))
@@ -73,6 +82,13 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
                                   f"{os_err.strerror or os_err}") from err
         raise
     return path
+
+
+def _serialise(obj: dict[str, Any]) -> memoryview:
+    """``torch.save``'s bytes of ``obj``."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getbuffer()
 
 
 def _os_error(err: BaseException) -> OSError | None:
@@ -125,21 +141,84 @@ def _discard(*paths: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
-    """Read a checkpoint safely (``weights_only=True``); verify its sha256 when present."""
+def resolve_checkpoint(path: str | Path, run_dir: bool = False) -> Path:
+    """The file a checkpoint argument names: the file itself, or for a run directory its
+    selected model, ``best.pt``, else ``last.pt`` (``best.pt`` when it holds neither yet).
+    ``run_dir``: ``path`` is a run directory, even one not made yet. Every reader of a
+    "checkpoint or run directory" argument goes through here."""
     path = Path(path)
-    if path.is_dir():
-        for name in ("best.pt", "last.pt"):  # a run directory means its selected model
-            if (path / name).is_file():
-                path = path / name
-                break
+    if not (run_dir or path.is_dir()):
+        return path
+    for name in ("best.pt", "last.pt"):
+        if (path / name).is_file():
+            return path / name
+    return path / "best.pt"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint as read: ``obj`` (its contents), ``path`` (the file), ``sha256`` (of the very
+    bytes ``obj`` was loaded from: what a cache key or a record may vouch for) and ``verified``:
+    ``"sha256"`` (its sidecar), ``"crc32"`` (no sidecar: every zip record's CRC-32) or ``""``
+    (not checked: ``verify=False``, or a legacy non-zip file without a sidecar)."""
+
+    obj: dict[str, Any]
+    path: Path
+    sha256: str
+    verified: str
+
+
+def read_checkpoint(path: str | Path, verify: bool = True, must_verify: bool = False) -> Checkpoint:
+    """Read a checkpoint (a file or a run directory, see :func:`resolve_checkpoint`) once,
+    verify it, load it safely (``weights_only=True``). ``must_verify``: refuse a file that
+    neither a sidecar nor CRC-32s can check (what ``--resume`` continues from)."""
+    path = resolve_checkpoint(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    side = _sidecar(path)
-    if verify and side.is_file() and sha256_file(path) not in side.read_text().split():
-        raise CheckpointError(f"checkpoint {path} is corrupt (sha256 differs from {side.name})")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    verified = _verify(path, data, digest) if verify else ""
+    if must_verify and not verified:
+        raise CheckpointError(
+            f"cannot verify checkpoint {path}: it has no {_sidecar(path).name} and is not a zip "
+            "checkpoint whose CRC-32s could be checked; restore its sidecar or the file, or "
+            "start a new run")
+    return Checkpoint(_unpickle(path, data), path, digest, verified)
+
+
+def load_checkpoint(path: str | Path, verify: bool = True, must_verify: bool = False) -> dict[str, Any]:
+    """The contents of a checkpoint (see :func:`read_checkpoint`)."""
+    return read_checkpoint(path, verify, must_verify).obj
+
+
+def _verify(path: Path, data: bytes, digest: str) -> str:
+    """How ``data`` (the bytes of ``path``) was verified; CheckpointError when it fails."""
+    side = _sidecar(path)
+    if side.is_file():
+        if digest not in side.read_text().split():
+            raise CheckpointError(f"checkpoint {path} is corrupt (sha256 differs from {side.name})")
+        return "sha256"
+    if not data.startswith(b"PK\x03\x04"):
+        return ""  # torch's legacy (pre-zip) format carries no checksums
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            bad = z.testzip()  # reads every record, checks its CRC-32
+    except Exception as err:  # a damaged header or directory
+        raise CheckpointError(f"cannot read checkpoint {path}: a damaged zip archive ({err}), "
+                              f"and no {side.name} to check it against") from None
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is corrupt (its record '{bad}' fails its "
+                              f"CRC-32 check; there is no {side.name})")
+    return "crc32"
+
+
+def _unpickle(path: Path, data: bytes) -> dict[str, Any]:
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         garbage = ("Unsupported operand", "invalid load key", "truncated")  # bytes, not objects
         if any(g in str(err) for g in garbage):

@@ -35,6 +35,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from rich.console import Console
 from rich.table import Table
 
+from .checkpoint import resolve_checkpoint
 from .config import _Strict, load_config
 from .errors import ConfigError, SegkdError
 from .config_yaml import load_yaml
@@ -230,14 +231,13 @@ def teacher_arm(spec: StudySpec) -> Optional[Arm]:
 
 
 def teacher_checkpoint(spec: StudySpec) -> Optional[Path]:
-    """The checkpoint injected into distillation arms (best.pt, else last.pt of the teacher run)."""
+    """The checkpoint injected into distillation arms: the file ``teacher.checkpoint`` names (a
+    run directory: its best.pt, else last.pt), else that of the teacher run."""
     if spec.teacher is None:
         return None
     if spec.teacher.checkpoint:
-        return Path(spec.teacher.checkpoint)
-    rd = teacher_arm(spec).run_dir.resolve()
-    return rd / "last.pt" if not (rd / "best.pt").is_file() and (rd / "last.pt").is_file() \
-        else rd / "best.pt"
+        return resolve_checkpoint(spec.teacher.checkpoint)
+    return resolve_checkpoint(teacher_arm(spec).run_dir.resolve(), run_dir=True)
 
 
 def _method_has_teacher(label: str, path: str, sets: list[str], injected: bool) -> bool:

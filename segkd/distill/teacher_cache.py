@@ -11,10 +11,11 @@ as the live step (:meth:`Distiller.teacher_outputs` under the run's autocast, in
 least two images: on the CPU a batch of one takes other kernels), so losses and gradients are
 bit for bit those of the live teacher. Any other random transform is refused, naming it.
 
-The cache lives in ``<dir>/<key>/``: the key hashes the teacher weights file (sha256), the
-run's teacher precision and memory format, the data (dataset, every file's path, size and
-mtime, so the root, split and fraction), the prepare step and transforms. Each position is
-its own array (:mod:`cache_store`), so runs reading different features share the logits.
+The cache lives in ``<dir>/<key>/``: the key hashes the teacher file (the sha256 of the bytes
+the teacher was loaded from, never a second read of the file), the run's teacher precision and
+memory format, the data (dataset, every file's path, size and mtime, so the root, split and
+fraction), the prepare step and transforms. Each position is its own array
+(:mod:`cache_store`), so runs reading different features share the logits.
 """
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -113,21 +113,6 @@ class ViewTags:
             out["window"] = (2 * top / H - 1, 2 * (top + h) / H - 1,
                              2 * left / W - 1, 2 * (left + w) / W - 1)
         return out
-
-
-@lru_cache(maxsize=8)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file (memoised per path, size and modification time)."""
-    st = Path(path).stat()
-    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 
 def weights_sha256(model: torch.nn.Module) -> str:

@@ -4,39 +4,47 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..checkpoint import is_segkd, load_checkpoint, load_strict
+from ..checkpoint import is_segkd, load_strict, read_checkpoint
 from ..config import Config, StageCfg, TeacherCfg
 from ..distill.distiller import Distiller, Term
 from ..errors import ConfigError
-from ..models.spec import build_from_spec, model_from_checkpoint, model_spec
+from ..models.spec import build_from_spec, model_from_loaded, model_spec
 
 
-def _raw_state(path: str) -> dict:
-    """A bare or wrapped ({'state_dict'|'model': ...}) state dict; 'module.' prefixes dropped."""
-    obj = load_checkpoint(path)
+def _raw_state(path: str) -> tuple[dict, str]:
+    """A bare or wrapped ({'state_dict'|'model': ...}) state dict ('module.' prefixes dropped)
+    and the sha256 of the bytes it was loaded from."""
+    read = read_checkpoint(path)
+    obj = read.obj
     if is_segkd(obj):
         obj = obj["state_dict"]
     for key in ("state_dict", "model", "model_state"):
         if isinstance(obj.get(key), dict):
             obj = obj[key]
             break
-    return {k[7:] if k.startswith("module.") else k: v for k, v in obj.items()}
+    return {k[7:] if k.startswith("module.") else k: v for k, v in obj.items()}, read.sha256
 
 
 def build_teacher(cfg: TeacherCfg, num_classes: int) -> tuple[nn.Module, dict]:
     """The frozen teacher from a segkd checkpoint, or an architecture plus a weights file.
 
-    Returns (teacher, info) with info = {"spec", "replacements", "meta"} (how to rebuild it).
+    Returns (teacher, info) with info = {"spec", "replacements", "meta"} (how to rebuild it) and
+    "sha256": of the bytes the teacher was loaded from (None when it came from no file).
     """
     if cfg.checkpoint:
-        teacher, meta, ckpt = model_from_checkpoint(cfg.checkpoint)
-        info = {"spec": ckpt["model"], "replacements": list(ckpt.get("replacements") or []), "meta": meta}
+        read = read_checkpoint(cfg.checkpoint)
+        ckpt = read.obj
+        teacher = model_from_loaded(ckpt, str(read.path))
+        info = {"spec": ckpt["model"], "replacements": list(ckpt.get("replacements") or []),
+                "meta": ckpt.get("meta", {}), "sha256": read.sha256}
     elif cfg.model is not None:
         spec = model_spec(cfg.model, num_classes)
         teacher = build_from_spec(spec, pretrained=cfg.model.pretrained)
+        digest = None
         if cfg.weights:
-            load_strict(teacher, _raw_state(cfg.weights), cfg.weights)
-        info = {"spec": spec, "replacements": [], "meta": {}}
+            state, digest = _raw_state(cfg.weights)
+            load_strict(teacher, state, cfg.weights)
+        info = {"spec": spec, "replacements": [], "meta": {}, "sha256": digest}
     else:
         raise ConfigError("teacher: give `checkpoint` or `model` (+ `weights`)")
     teacher.requires_grad_(False).eval()
@@ -86,14 +94,17 @@ def build_distiller(cfg: Config, student: nn.Module, teacher: nn.Module | None,
     return d
 
 
-def build_teacher_cache(cfg: Config, fabric, distiller: Distiller, say, progress=None):
+def build_teacher_cache(cfg: Config, fabric, distiller: Distiller, say, progress=None, *,
+                        teacher_sha256: str | None):
     """The run's teacher cache (``teacher.cache``), or None when it is off.
 
-    Its key holds the teacher's weights (sha256 of the checkpoint or weights file) and how the
-    run computes the teacher (precision, memory format, device, torch version), so a changed
+    Its key holds the teacher: ``teacher_sha256``, the sha256 of the very bytes the teacher was
+    loaded from (``build_teacher``'s ``info["sha256"]``; never a second read of the file, which
+    may have been replaced since), else (no file) the sha256 of its weights; and how the run
+    computes the teacher (precision, memory format, device, torch version), so a changed
     teacher or setting never reads a stale cache."""
     from ..distill.cache_store import CacheError
-    from ..distill.teacher_cache import TeacherCache, file_sha256, weights_sha256
+    from ..distill.teacher_cache import TeacherCache, weights_sha256
 
     t = cfg.teacher
     if t is None or t.cache is None or t.cache.mode == "off" or distiller.teacher is None:
@@ -101,9 +112,8 @@ def build_teacher_cache(cfg: Config, fabric, distiller: Distiller, say, progress
     if t.train_bn:
         raise CacheError("teacher.cache needs the teacher in eval mode; teacher.train_bn: true "
                          "makes its output depend on the batch. Set teacher.cache: false")
-    source = t.checkpoint or t.weights
     key = {"format": 1, "mode": t.cache.mode,
-           "teacher": file_sha256(source) if source else weights_sha256(distiller.teacher),
+           "teacher": teacher_sha256 or weights_sha256(distiller.teacher),
            "teacher_model": t.model.model_dump(mode="json") if t.model else None,
            "precision": fabric.strategy.precision.__class__.__name__ + ":"
                         + str(getattr(fabric.strategy.precision, "precision", "")),

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from ..checkpoint import load_checkpoint, load_strict, resolve_checkpoint, sha256_file
+from ..checkpoint import load_checkpoint, load_strict
 from ..eval.inference import InferenceSpec
 from ..models.profile import count_params
 from .data import _dataset, make_loader
@@ -27,16 +27,6 @@ def _split_dataset(engine, split: str):
         names = {p for p, _ in engine.data.train.items}
         return ds.subset([i for i, (p, _) in enumerate(ds.items) if p in names])
     return _dataset(cfg, split, False)
-
-
-def _teacher_sha256(teacher) -> str | None:
-    """sha256 of the teacher's file (its checkpoint, else its weights) as it is at the end of the
-    run: `segkd report` finds the teacher among the runs by it."""
-    path = teacher and (teacher.checkpoint or teacher.weights)
-    if not path:
-        return None
-    file = resolve_checkpoint(path)
-    return sha256_file(file) if file.is_file() else None
 
 
 def final_summary(engine, wall: float) -> dict:
@@ -71,7 +61,10 @@ def final_summary(engine, wall: float) -> dict:
     summary = {
         "name": cfg.name, "seed": cfg.seed, "model": engine.spec, "classes": engine.meta["classes"],
         "teacher": cfg.teacher.checkpoint if cfg.teacher else None,
-        "teacher_sha256": _teacher_sha256(cfg.teacher),
+        # the sha256 of the bytes the teacher was loaded from (its checkpoint, else its weights;
+        # None without a file), never a later read of a file that may have changed since:
+        # `segkd report` finds the teacher among the runs by it
+        "teacher_sha256": engine.teacher_sha256,
         "fraction": cfg.data.fraction, "params": count_params(student),
         "replacements": engine.replacements, "splits": splits,
         "selected": {"metric": cfg.stages[-1].select.metric, "value": p["best"], "epoch": p["best_epoch"],

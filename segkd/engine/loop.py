@@ -68,6 +68,7 @@ class Engine:
             raise ConfigError(f"model.num_classes = {cfg.model.num_classes} but dataset "
                               f"'{cfg.data.name}' has {n_cls} classes")
         teacher, t_info = build_teacher(cfg.teacher, n_cls) if cfg.teacher else (None, None)
+        self.teacher_sha256 = t_info["sha256"] if t_info else None  # of the bytes it came from
         seed_all(cfg.seed)  # the student's initial weights depend on the seed alone
         if cfg.model.from_teacher:  # Plug and Play: the student starts as a copy of the teacher
             if teacher is None:
@@ -83,7 +84,7 @@ class Engine:
                      if cfg.model.init_from else None)
         ckpt = None
         if self.resume:  # rebuild the architecture the checkpoint's plan produced, then load
-            ckpt = load_checkpoint(self.run_dir / "last.pt")
+            ckpt = load_checkpoint(self.run_dir / "last.pt", must_verify=True)
             student = self._load_resume(ckpt)
         if self.fabric.world_size > 1 and cfg.trainer.sync_bn and self.fabric.device.type == "cuda":
             student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
@@ -100,7 +101,8 @@ class Engine:
             student.compile()
         self.logger = RunLogger(self.run_dir, f.is_global_zero, cfg.trainer.progress,
                                 resume_step=self.counters.step if self.resume else None)
-        self.teacher_cache = build_teacher_cache(cfg, f, self.distiller, self.logger.info, self.logger)
+        self.teacher_cache = build_teacher_cache(cfg, f, self.distiller, self.logger.info, self.logger,
+                                                 teacher_sha256=self.teacher_sha256)
         self.logger.info(f"precision: {value} ({reason})")
         if init_note:
             self.logger.info(init_note)

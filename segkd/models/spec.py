@@ -62,12 +62,17 @@ def build_from_spec(spec: dict, replacements: list[dict] | None = None,
 def model_from_checkpoint(path: str) -> tuple[nn.Module, dict, dict]:
     """Rebuild a model saved by segkd (training run or import-teacher) -> (model, meta, ckpt)."""
     ckpt = load_checkpoint(path)
+    return model_from_loaded(ckpt, str(path)), ckpt.get("meta", {}), ckpt
+
+
+def model_from_loaded(ckpt: dict, source: str) -> nn.Module:
+    """The model of an already loaded segkd checkpoint ``ckpt`` (read from ``source``)."""
     if not is_segkd(ckpt) or "model" not in ckpt:
-        raise CheckpointError(f"{path} is not a segkd checkpoint; to use a published teacher run "
+        raise CheckpointError(f"{source} is not a segkd checkpoint; to use a published teacher run "
                               "`segkd import-teacher` first, or give teacher.model + teacher.weights")
     model = build_from_spec(ckpt["model"], ckpt.get("replacements"))
-    load_strict(model, ckpt["state_dict"], str(path))
-    return model, ckpt.get("meta", {}), ckpt
+    load_strict(model, ckpt["state_dict"], source)
+    return model
 
 
 def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict]:
