@@ -52,7 +52,7 @@ def _setup(args):
     d.to(memory_format=torch.channels_last)
     teacher.to(memory_format=torch.channels_last)
     h, w = args.size
-    d.configure([Term("ce", "ce", teacher=None), Term("kd", "kd", options={"temperature": 2.0})],
+    d.configure([Term(name="ce", loss="ce", teacher=None), Term(name="kd", loss="kd", options={"temperature": 2.0})],
                 torch.zeros(2, 3, min(h, 128), min(w, 128)))
     opt = build_optimizer(d, OptimCfg(name="adam", lr=1e-4))
     module, opt = fabric.setup(d, opt)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from segkd.config import load_config
+from segkd.distill.losses.contract import contract_of
 from segkd.distill.recorder import Recorder
 from segkd.engine.build import stage_terms
 from segkd.models import create_model
@@ -20,9 +21,8 @@ CAMVID_TRAIN, CITYSCAPES_TRAIN = 367, 2975
 def positions(recipe: str) -> list[tuple[str, str]]:
     """Teacher positions the recipe's terms read (all stages)."""
     cfg = load_config(recipe)
-    pos = [(t.teacher, t.teacher_hook) for s in cfg.stages for t in stage_terms(s)
-           if t.teacher is not None]
-    return list(dict.fromkeys(pos))
+    terms = [contract_of(t.loss).resolve(t) for s in cfg.stages for t in stage_terms(s)]
+    return list(dict.fromkeys(p for t in terms for p in t.positions("teacher")))
 
 
 @torch.no_grad()

@@ -153,16 +153,52 @@ class TeacherCfg(_Strict):
         return v
 
 
-class TermCfg(_Strict):
+LOGITS = "logits"  # a term position that is the model's output, not a module path
+
+
+class Term(_Strict):
+    """One weighted loss term: which tensors feed which loss. The one type from the config to
+    the loss: a stage's ``terms`` entry, what the Distiller installs (after the loss's contract
+    resolves it, ``losses/contract.py``) and what a loss's ``bind`` is handed.
+
+    ``student`` / ``teacher``: ``logits`` (the model's output), a module path, or a list of them
+    for a loss whose contract takes lists (it gets the tensors as a list, in this order; the
+    student's i-th pairs with the teacher's i-th). The hook kind applies to every module path
+    of its side. ``connector``: ``auto`` (a 1x1 conv + BN where the student's channels differ
+    from the teacher's; one per pair for lists) | ``none`` | a CONNECTORS name. ``name``: unique
+    in its stage (default: the loss name, then ``<loss>_<index>``). ``options``: the loss's
+    constructor arguments and its declared wiring options."""
+
     loss: str
     weight: float = 1.0
     name: Optional[str] = None
-    student: str = "logits"
-    teacher: Optional[str] = "logits"
+    student: str | list[str] = LOGITS
+    teacher: Optional[str | list[str]] = LOGITS
     student_hook: Literal["output", "input"] = "output"
     teacher_hook: Literal["output", "input"] = "output"
     connector: Optional[str] = "auto"  # auto (when channels differ) | none | a CONNECTORS name
     options: dict[str, Any] = {}
+
+    @field_validator("student", "teacher")
+    @classmethod
+    def _paths(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
+            raise ValueError("an empty list of paths: give one path (or logits) or a list of them")
+        if any(p == "" for p in (v if isinstance(v, list) else [v])):
+            raise ValueError("an empty path: give a module path (`segkd info` lists them) or logits")
+        return v
+
+    def positions(self, side: Literal["student", "teacher"]) -> list[tuple[str, str]]:
+        """The ``(path, hook kind)`` positions ``side`` reads, in order (``(logits, output)``
+        for the model's output; none for a teacher of None)."""
+        paths = self.student if side == "student" else self.teacher
+        hook = self.student_hook if side == "student" else self.teacher_hook
+        if paths is None:
+            return []
+        return [(p, "output" if p == LOGITS else hook) for p in (paths if isinstance(paths, list) else [paths])]
+
+
+TermCfg = Term  # the name it had as a config section
 
 
 class ParamGroupCfg(_Strict):
@@ -250,7 +286,7 @@ class StageCfg(_Strict):
     # statistics updated), e.g. OFD's connector epoch, where the original student is in
     # train mode while only the connectors learn
     frozen_mode: Literal["eval", "train"] = "eval"
-    terms: list[TermCfg] = [TermCfg(loss="ce", teacher=None)]
+    terms: list[Term] = [Term(loss="ce", teacher=None)]
     optimizer: OptimCfg = OptimCfg()
     schedule: SchedCfg = SchedCfg()
     replace: list[ReplaceCfg] = []

@@ -59,8 +59,9 @@ def plan_stages(config: dict) -> list[dict]:
             raise SegkdError(f"stage {i} ('{st.get('name', i)}') trains "
                              f"{modules or 'the whole student'}: `segkd stages` needs a plan whose "
                              "every stage names the modules it trains (stagewise, traditional)")
-        hint = [t for t in st.get("terms") or []  # feature terms (a term on the logits is not one)
-                if t.get("student") not in (None, "logits") and t.get("teacher") not in (None, "logits")]
+        hint = [t for t in st.get("terms") or []  # one-position feature terms (not logits, not lists)
+                if isinstance(t.get("student"), str) and isinstance(t.get("teacher"), str)
+                and "logits" not in (t["student"], t["teacher"])]
         term = hint[0] if hint else {}
         rows.append({"name": str(st.get("name", i)), "modules": modules,
                      "student": term.get("student"), "teacher": term.get("teacher"),

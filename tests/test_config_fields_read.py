@@ -97,7 +97,7 @@ def unread_fields(read: set[str]) -> list[str]:
 
 def test_schema_walk_finds_the_nested_sections() -> None:
     names = {m.__name__ for m in schema_models()}
-    assert {"Config", "DataCfg", "StageCfg", "TermCfg", "OptimCfg", "SchedCfg", "TrainerCfg",
+    assert {"Config", "DataCfg", "StageCfg", "Term", "OptimCfg", "SchedCfg", "TrainerCfg",
             "ParamGroupCfg", "ReplaceCfg", "SlidingCfg", "EvalCfg"} <= names
 
 

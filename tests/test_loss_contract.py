@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segkd.config import config_from_dict
-from segkd.distill.distiller import Distiller, Term
-from segkd.distill.losses import Loss, TermPaths, contract_of
+from segkd.config import Term
+from segkd.distill.distiller import Distiller
+from segkd.distill.losses import Loss, contract_of
 from segkd.distill.recorder import get_module
 from segkd.engine import Engine
 from segkd.errors import ConfigError
@@ -30,7 +31,7 @@ class TeacherBNStandardised(Loss):
 
     inputs = "features"
     wiring = ("bn",)  # a module path: wiring, not a constructor argument
-    binds: list[TermPaths] = []  # every bind call, for the test to look at
+    binds: list[Term] = []  # every bind call, for the test to look at
 
     def __init__(self, eps: float = 1e-3) -> None:
         super().__init__()
@@ -38,11 +39,11 @@ class TeacherBNStandardised(Loss):
         self.register_buffer("shift", None, persistent=False)
         self.register_buffer("scale", None, persistent=False)
 
-    def bind(self, teacher: nn.Module, paths: TermPaths) -> None:
-        bn = get_module(teacher, paths.wiring["bn"], "teacher")
+    def bind(self, teacher: nn.Module, term: Term) -> None:
+        bn = get_module(teacher, term.options["bn"], "teacher")
         self.shift = bn.bias.detach().clone().view(1, -1, 1, 1)
         self.scale = bn.weight.detach().abs().clamp(min=self.eps).view(1, -1, 1, 1)
-        TeacherBNStandardised.binds.append(paths)
+        TeacherBNStandardised.binds.append(term)
 
     def forward(self, student: Tensor, teacher: Tensor | None = None, **extra: Any) -> Tensor:
         s = (student.float() - self.shift) / self.scale
@@ -97,8 +98,8 @@ def test_a_loss_needing_the_teachers_batchnorm_trains_end_to_end(tmp_path, tiny,
     assert isinstance(loss, TeacherBNStandardised) and loss.eps == 0.01  # options, less wiring
     assert torch.equal(loss.shift.flatten(), bn.bias.detach())  # bound to the teacher's BN
     assert torch.equal(loss.scale.flatten(), bn.weight.detach().abs().clamp(min=0.01))
-    paths = TeacherBNStandardised.binds[-1]
-    assert (paths.teacher, paths.teacher_hook, dict(paths.wiring)) == (FEAT, "input", {"bn": BN})
+    term = TeacherBNStandardised.binds[-1]  # the resolved term itself, wiring in its options
+    assert (term.name, term.teacher, term.teacher_hook, term.options) == ("bnstd", FEAT, "input", {"bn": BN, "eps": 0.01})
     assert d.teacher_positions() == [(FEAT, "input")]  # ce reads no teacher
     values = [r["train/loss/bnstd"] for r in _rows(tmp_path / "r") if "train/loss/bnstd" in r]
     assert values and all(0 < v < 1e6 for v in values)
@@ -137,9 +138,10 @@ def _distiller(teacher: bool = True) -> Distiller:
 
 
 @pytest.mark.parametrize("term, message", [
-    (Term("bnstd", "test_bn_std", options={"bn": BN}), "reads features"),  # logits, not features
-    (Term("ofd", "ofd"), "reads features"),
-    (Term("kd", "kd", teacher=None), "reads the teacher"),
+    (Term(name="bnstd", loss="test_bn_std", options={"bn": BN}), "reads features"),  # logits
+    (Term(name="ofd", loss="ofd"), "reads features"),
+    (Term(name="kd", loss="kd", teacher=None), "reads the teacher"),
+    (Term(name="kd2", loss="kd", student=["logits"], teacher=["logits"]), "one tensor per side"),
 ])
 def test_the_contract_refuses_wrong_wiring_at_build_time(term: Term, message: str) -> None:
     with pytest.raises(ConfigError, match=f"term '{term.name}'.*{message}"):
@@ -155,9 +157,9 @@ def test_contract_defaults_and_declared_values() -> None:
     assert (ofd.inputs, ofd.wiring) == ("features", ("margin_bn",))
     assert contract_of("ofd").split_options({"margin_bn": "a.bn1", "x": 1}) == ({"x": 1}, {"margin_bn": "a.bn1"})
     logits_only = contract_of("lo", type("LogitsOnly", (Loss,), {"inputs": "logits"}))
-    logits_only.check_term("lo", "logits", "logits", "logits")
+    assert logits_only.resolve(Term(loss="lo")).name == "lo"  # unnamed: the loss's name
     with pytest.raises(ConfigError, match="term 'lo'.*reads logits only"):
-        logits_only.check_term("lo", "logits", "encoder.model.layer3", "logits")
+        logits_only.resolve(Term(loss="lo", teacher="encoder.model.layer3"))
     bad = type("Bad", (Loss,), {"inputs": "pixels"})
     with pytest.raises(ConfigError, match="inputs='pixels'"):
         contract_of("bad", bad)
@@ -170,8 +172,8 @@ def test_ofd_margin_bn_wiring_picks_the_named_batchnorm() -> None:
 
     d = _distiller()
     other = "encoder.model.layer3.0.bn1"
-    terms = [Term("o1", "ofd", student=FEAT, teacher=FEAT, student_hook="input", teacher_hook="input"),
-             Term("o2", "ofd", student=FEAT, teacher=FEAT, student_hook="input", teacher_hook="input",
+    terms = [Term(name="o1", loss="ofd", student=FEAT, teacher=FEAT, student_hook="input", teacher_hook="input"),
+             Term(name="o2", loss="ofd", student=FEAT, teacher=FEAT, student_hook="input", teacher_hook="input",
                   options={"margin_bn": other})]
     d.configure(terms, torch.zeros(2, 3, 32, 32))
     for name, path in (("o1", BN), ("o2", other)):

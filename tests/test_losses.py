@@ -16,6 +16,7 @@ from segkd.registry import LOSSES, Registry, RegistryError
 
 LOGITS = (2, 5, 8, 8)
 FEATS = (2, 4, 8, 8)
+LAYERS = [(2, 4, 8, 8), (2, 3, 4, 4), (2, 6, 2, 2)]  # a loss that takes lists: three layers
 
 
 def _labels(n: int = 2, h: int = 8, w: int = 8, classes: int = 5) -> torch.Tensor:
@@ -25,7 +26,8 @@ def _labels(n: int = 2, h: int = 8, w: int = 8, classes: int = 5) -> torch.Tenso
     return y
 
 
-# name -> (student shape, teacher shape, constructor kwargs, extra factory)
+# name -> (student shape, teacher shape, constructor kwargs, extra factory); a list of shapes:
+# the loss takes lists of tensors
 CASES: dict[str, tuple[tuple[int, ...], tuple[int, ...], dict[str, Any], Callable[[], dict]]] = {
     "ce": (LOGITS, LOGITS, {}, lambda: {"target": _labels()}),
     "kd": (LOGITS, LOGITS, {"temperature": 2.0}, lambda: {"target": _labels()}),
@@ -37,13 +39,21 @@ CASES: dict[str, tuple[tuple[int, ...], tuple[int, ...], dict[str, Any], Callabl
     "cwd": (LOGITS, LOGITS, {"tau": 4.0}, dict),
     "dist": (LOGITS, LOGITS, {}, dict),
     "skd": ((2, 3, 8, 8), FEATS, {"scale": 0.25}, dict),
+    "fsp": (LAYERS, LAYERS, {}, dict),
 }
 NAMES = sorted(CASES)
 
 
-def _pair(name: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _each(x: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """``fn`` applied to a tensor, or to each tensor of a list."""
+    return [fn(v) for v in x] if isinstance(x, list) else fn(x)
+
+
+def _pair(name: str, seed: int = 0) -> tuple[Any, Any]:
     g = torch.Generator().manual_seed(seed)
     s_shape, t_shape, _, _ = CASES[name]
+    if isinstance(s_shape, list):
+        return [torch.randn(x, generator=g) for x in s_shape], [torch.randn(x, generator=g) for x in t_shape]
     return torch.randn(s_shape, generator=g), torch.randn(t_shape, generator=g)
 
 
@@ -51,6 +61,9 @@ def _same(name: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """A student at the loss's minimum and its teacher (for CE: logits agreeing with labels)."""
     s_shape, t_shape, _, make_extra = CASES[name]
     extra = make_extra()
+    if isinstance(t_shape, list):
+        teacher = [torch.randn(x, generator=torch.Generator().manual_seed(3)) for x in t_shape]
+        return [t.clone() for t in teacher], teacher, extra
     teacher = torch.randn(t_shape, generator=torch.Generator().manual_seed(3))
     if name == "ce":
         y = extra["target"].clamp(max=s_shape[1] - 1)
@@ -87,11 +100,12 @@ def test_minimum_when_student_equals_teacher(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_gradients_reach_student_only(name: str) -> None:
     s, t = _pair(name)
-    s.requires_grad_(True)
-    t.requires_grad_(True)  # even a teacher that asks for grad gets none through a loss
+    _each(s, lambda x: x.requires_grad_(True))
+    _each(t, lambda x: x.requires_grad_(True))  # even a teacher that asks for grad gets none
     _build(name)(s, t, **CASES[name][3]()).backward()
-    assert s.grad is not None and s.grad.abs().sum() > 0 and torch.isfinite(s.grad).all()
-    assert t.grad is None
+    for x in s if isinstance(s, list) else [s]:
+        assert x.grad is not None and x.grad.abs().sum() > 0 and torch.isfinite(x.grad).all()
+    assert all(x.grad is None for x in (t if isinstance(t, list) else [t]))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -100,7 +114,8 @@ def test_autocast_bf16_returns_float32(name: str) -> None:
     loss = _build(name)
     ref = loss(s, t, **CASES[name][3]())
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = loss(s.bfloat16().requires_grad_(), t.bfloat16(), **CASES[name][3]())
+        out = loss(_each(s, lambda x: x.bfloat16().requires_grad_()), _each(t, torch.Tensor.bfloat16),
+                   **CASES[name][3]())
         out32 = loss(s, t, **CASES[name][3]())
     assert out.dtype == torch.float32 and out32.dtype == torch.float32
     assert torch.isfinite(out)
@@ -116,7 +131,7 @@ def test_cuda_matches_cpu(name: str) -> None:
     ref = _build(name)(s, t, **extra)
     extra = {k: v.cuda() if torch.is_tensor(v) else v for k, v in extra.items()}
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        out = _build(name).cuda()(s.cuda(), t.cuda(), **extra)
+        out = _build(name).cuda()(_each(s, torch.Tensor.cuda), _each(t, torch.Tensor.cuda), **extra)
     assert out.dtype == torch.float32 and out.device.type == "cuda"
     assert out.item() == pytest.approx(ref.item(), rel=1e-4, abs=1e-5)
 

@@ -7,38 +7,24 @@ Supervised training is the same object with only a cross-entropy term and no tea
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import torch
 import torch.nn as nn
 
+from ..config import LOGITS, Term
 from ..errors import ConfigError
 from ..registry import CONNECTORS, LOSSES
 from . import connectors as _connectors  # noqa: F401  (registers connectors)
 from . import losses as _losses  # noqa: F401  (registers losses)
 from .freeze import frozen_modules, keep_in_eval
-from .losses.contract import TermPaths, contract_of
+from .losses.contract import contract_of
 from .recorder import Recorder
 
-LOGITS = "logits"
+__all__ = ["LOGITS", "Distiller", "Term"]
+
 # modules whose weight and bias autocast casts whole to its compute type before use
 _AUTOCAST_WEIGHT_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
-@dataclass
-class Term:
-    """One weighted loss term, resolved: which tensors feed which loss."""
-
-    name: str
-    loss: str
-    weight: float = 1.0
-    student: str = LOGITS
-    teacher: Optional[str] = LOGITS
-    student_hook: str = "output"
-    teacher_hook: str = "output"
-    connector: Optional[str] = "auto"
-    options: dict[str, Any] | None = None
 
 
 class Distiller(nn.Module):
@@ -70,45 +56,33 @@ class Distiller(nn.Module):
         """Install ``terms``: hooks, automatic connectors (channels from a probe forward), losses,
         and each loss's teacher-side setup (its ``bind``).
 
-        Each term is first checked against its loss's declared contract (see
-        ``losses/contract.py``); a loss that reads no teacher gets no teacher position.
+        Each term is first resolved by its loss's declared contract (``Contract.resolve`` in
+        ``losses/contract.py``: a loss that reads no teacher gets no teacher position, one that
+        takes lists gets lists, wrong wiring is refused naming the term).
         ``probe``: a small input batch ``[2, 3, H, W]`` used once to learn feature shapes.
         """
         self.s_rec.remove()
         if self.t_rec is not None:
             self.t_rec.remove()
-        terms, wiring = self._checked(terms)
+        terms = [contract_of(t.loss).resolve(t) for t in terms]
         for t in terms:
-            if t.student != LOGITS:
-                self.s_rec.add(t.student, t.student_hook)
-            if t.teacher not in (None, LOGITS):
-                self.t_rec.add(t.teacher, t.teacher_hook)
+            if t.teacher is not None and self.teacher is None:
+                raise ConfigError(f"term '{t.name}' ({t.loss}) needs a teacher: set `teacher:` in the config")
+            for rec, side in ((self.s_rec, "student"), (self.t_rec, "teacher")):
+                for path, hook in t.positions(side):
+                    if path != LOGITS:
+                        rec.add(path, hook)
         shapes = self._probe_shapes(probe)
         for t in terms:
             if t.name not in self.losses:
                 opts, _ = contract_of(t.loss).split_options(t.options)
                 self.losses[t.name] = LOSSES.build(t.loss, **opts)
             self._maybe_connector(t, shapes)
-            self._bind(t, wiring[t.name])
+            self._bind(t)
         self.terms = list(terms)
         active = {t.name for t in terms}
         for name, conn in self.connectors.items():  # connectors of other stages stay frozen
             conn.requires_grad_(name in active)
-
-    def _checked(self, terms: list[Term]) -> tuple[list[Term], dict[str, dict]]:
-        """``terms`` as their losses' contracts resolve them (no teacher position for a loss
-        that reads none), each checked; and each term's wiring options (for ``bind``)."""
-        out, wiring = [], {}
-        for t in terms:
-            c = contract_of(t.loss)
-            if not c.needs_teacher and t.teacher is not None:
-                t = replace(t, teacher=None)
-            c.check_term(t.name, t.student, t.teacher, LOGITS)
-            if t.teacher is not None and self.teacher is None:
-                raise ConfigError(f"term '{t.name}' ({t.loss}) needs a teacher: set `teacher:` in the config")
-            wiring[t.name] = c.split_options(t.options)[1]
-            out.append(t)
-        return out, wiring
 
     @torch.no_grad()
     def _probe_shapes(self, probe: torch.Tensor) -> dict[tuple[str, str, str], torch.Size]:
@@ -136,27 +110,37 @@ class Distiller(nn.Module):
         return shapes
 
     def _maybe_connector(self, t: Term, shapes: dict) -> None:
+        """``connectors[t.name]``: one connector (a term with one position per side) or a
+        ModuleList with one per pair of positions (lists; Identity where none is needed)."""
         if t.teacher is None or t.connector in (None, "none") or t.name in self.connectors:
             return
-        cs = shapes[("s", t.student, t.student_hook)][1]
-        ct = shapes[("t", t.teacher, t.teacher_hook)][1]
-        if t.connector == "auto":
-            if cs == ct:
-                return
-            kind = "conv1x1_bn"
-        else:
-            kind = t.connector
+        pairs = [self._connector(t.connector, shapes[("s", *s)][1], shapes[("t", *p)][1])
+                 for s, p in zip(t.positions("student"), t.positions("teacher"))]
+        if all(c is None for c in pairs):
+            return
         device = next(self.student.parameters()).device
-        self.connectors[t.name] = CONNECTORS.build(kind, in_channels=cs, out_channels=ct).to(device)
+        if isinstance(t.student, list):
+            self.connectors[t.name] = nn.ModuleList([c or nn.Identity() for c in pairs]).to(device)
+        else:
+            self.connectors[t.name] = pairs[0].to(device)
 
-    def _bind(self, t: Term, wiring: dict) -> None:
+    @staticmethod
+    def _connector(kind: str, cs: int, ct: int) -> nn.Module | None:
+        """A ``kind`` connector from ``cs`` to ``ct`` channels (``auto``: a 1x1 conv + BN when
+        they differ, else none)."""
+        if kind == "auto":
+            if cs == ct:
+                return None
+            kind = "conv1x1_bn"
+        return CONNECTORS.build(kind, in_channels=cs, out_channels=ct)
+
+    def _bind(self, t: Term) -> None:
         """The loss's teacher-side setup (e.g. OFD's margins), for terms that read the teacher;
         run at every configure (the teacher is frozen: the same result each time)."""
         bind = getattr(self.losses[t.name], "bind", None)
         if bind is None or t.teacher is None:
             return
-        bind(self.teacher, TermPaths(student=t.student, teacher=t.teacher, student_hook=t.student_hook,
-                                     teacher_hook=t.teacher_hook, wiring=wiring))
+        bind(self.teacher, t)
 
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> "Distiller":
@@ -216,9 +200,7 @@ class Distiller(nn.Module):
     def teacher_positions(self) -> list[tuple[str, str]]:
         """What the active terms read from the teacher: ``(LOGITS, "output")`` and/or
         ``(module path, hook kind)`` positions, in term order, without repeats."""
-        pos = [(t.teacher, t.teacher_hook if t.teacher != LOGITS else "output")
-               for t in self.terms if t.teacher is not None]
-        return list(dict.fromkeys(pos))
+        return list(dict.fromkeys(p for t in self.terms for p in t.positions("teacher")))
 
     def teacher_outputs(self, images: torch.Tensor) -> dict[tuple[str, str], torch.Tensor]:
         """The teacher's tensors at :meth:`teacher_positions` for ``images``, computed as
@@ -268,18 +250,30 @@ class Distiller(nn.Module):
         return out
 
     def _term_value(self, t: Term, logits, t_logits, target) -> torch.Tensor:
-        s = logits if t.student == LOGITS else self.s_rec.get((t.student, t.student_hook))
+        s = _read(t.student, t.student_hook, logits, self.s_rec)
         if t.name in self.connectors:
-            s = self.connectors[t.name](s)
-        if t.teacher is None:
-            tt = None
-        elif t.teacher == LOGITS:
-            tt = t_logits
-        else:
-            tt = self.t_rec.get((t.teacher, t.teacher_hook))
-        if tt is not None and tt.dtype != s.dtype and not torch.is_autocast_enabled(s.device.type):
-            tt = tt.to(s.dtype)
+            conn = self.connectors[t.name]
+            s = [c(x) for c, x in zip(conn, s)] if isinstance(s, list) else conn(s)
+        tt = None if t.teacher is None else _read(t.teacher, t.teacher_hook, t_logits, self.t_rec)
+        if isinstance(tt, list):
+            tt = [_like(x, y) for x, y in zip(tt, s)]
+        elif tt is not None:
+            tt = _like(tt, s)
         return self.losses[t.name](s, tt, target=target, ignore_index=self.ignore_index)
+
+
+def _read(paths: str | list[str], hook: str, logits, rec: Recorder):
+    """The tensor at ``paths`` (logits or a recorded module), or a list of them for a list."""
+    if isinstance(paths, list):
+        return [_read(p, hook, logits, rec) for p in paths]
+    return logits if paths == LOGITS else rec.get((paths, hook))
+
+
+def _like(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
+    """``teacher`` in the student's type when autocast does not cast it anyway."""
+    if teacher.dtype != student.dtype and not torch.is_autocast_enabled(student.device.type):
+        return teacher.to(student.dtype)
+    return teacher
 
 
 def _eager():

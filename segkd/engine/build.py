@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 
 from ..checkpoint import is_segkd, load_strict, read_checkpoint
-from ..config import Config, StageCfg, TeacherCfg
-from ..distill.distiller import Distiller, Term
+from ..config import Config, StageCfg, TeacherCfg, Term
+from ..distill.distiller import Distiller
 from ..errors import ConfigError
 from ..models.spec import build_from_spec, model_from_loaded, model_spec
 
@@ -56,8 +56,9 @@ def build_teacher(cfg: TeacherCfg, num_classes: int) -> tuple[nn.Module, dict]:
 
 
 def stage_terms(stage: StageCfg) -> list[Term]:
-    """Resolve a stage's term configs into Terms with unique names (loss name, then index),
-    as each loss's declared contract says (``segkd/distill/losses/contract.py``)."""
+    """A stage's terms with unique names (loss name, then index), refused when the stage's data
+    has no labels and a loss needs them. The Distiller resolves each by its loss's contract
+    (``segkd/distill/losses/contract.py``) when it installs them."""
     from ..distill.losses.contract import contract_of
 
     terms, seen = [], set()
@@ -67,13 +68,10 @@ def stage_terms(stage: StageCfg) -> list[Term]:
         if name in seen:
             raise ConfigError(f"stage '{stage.name}': two terms named '{name}'; set `name:`")
         seen.add(name)
-        teacher = t.teacher if need.needs_teacher else None
         if stage.data == "images" and need.needs_target:
             raise ConfigError(f"stage '{stage.name}' trains on images without labels: its term "
                               f"'{name}' (loss '{t.loss}') needs labels")
-        terms.append(Term(name=name, loss=t.loss, weight=t.weight, student=t.student,
-                          teacher=teacher, student_hook=t.student_hook,
-                          teacher_hook=t.teacher_hook, connector=t.connector, options=t.options))
+        terms.append(t.model_copy(update={"name": name}))
     return terms
 
 

@@ -7,10 +7,10 @@ see :mod:`.contract`.
 """
 from __future__ import annotations
 
-from . import at, ce, cwd, dist, hint, kd, ofd, skd
+from . import at, ce, cwd, dist, fsp, hint, kd, ofd, skd
 from ._common import LossInputError
-from .contract import Contract, Loss, TermPaths, contract_of
+from .contract import Contract, Loss, contract_of
 from .ofd import ofd_margin
 
-__all__ = ["Contract", "Loss", "LossInputError", "TermPaths", "at", "ce", "contract_of", "cwd", "dist",
+__all__ = ["Contract", "Loss", "LossInputError", "at", "ce", "contract_of", "cwd", "dist", "fsp",
            "hint", "kd", "ofd", "ofd_margin", "skd"]

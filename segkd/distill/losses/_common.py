@@ -31,15 +31,26 @@ def no_autocast(device: torch.device) -> ContextManager[Any]:
 
 def fp32_forward(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
     """Decorate ``forward(self, student, teacher, **extra)``: float32 inputs, no autocast,
-    teacher detached. Non-tensor extras pass through; tensor extras are left as they are."""
+    teacher detached. Non-tensor extras pass through; tensor extras are left as they are.
+    ``student`` / ``teacher`` may be lists of tensors (a loss that takes lists): each is
+    converted, and a list is handed on."""
 
     @functools.wraps(forward)
-    def wrapper(self: Any, student: Tensor, teacher: Tensor | None = None, **extra: Any) -> Tensor:
-        with no_autocast(student.device):
-            t = None if teacher is None else teacher.detach().float()
-            return forward(self, student.float(), t, **extra)
+    def wrapper(self: Any, student: Any, teacher: Any = None, **extra: Any) -> Tensor:
+        first = student[0] if isinstance(student, (list, tuple)) else student
+        with no_autocast(first.device):
+            return forward(self, _float(student), _float(teacher, detach=True), **extra)
 
     return wrapper
+
+
+def _float(x: Any, detach: bool = False) -> Any:
+    """``x`` (a tensor, a list of them or None) as float32, detached when ``detach``."""
+    if x is None:
+        return None
+    if isinstance(x, (list, tuple)):
+        return [_float(v, detach) for v in x]
+    return (x.detach() if detach else x).float()
 
 
 def check_4d(name: str, **tensors: Tensor | None) -> None:

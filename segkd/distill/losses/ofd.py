@@ -11,12 +11,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from segkd.config import Term
 from segkd.errors import ConfigError
 from segkd.registry import LOSSES
 
 from segkd.distill.recorder import get_module
 from ._common import LossInputError, check_pair, fp32_forward, require_teacher, resize
-from .contract import Loss, TermPaths
+from .contract import Loss
 
 
 @torch.no_grad()
@@ -95,10 +96,10 @@ class OFDLoss(Loss):
         """Hold ``margin [C]`` (e.g. ``ofd_margin(bn.weight, bn.bias)``) for later calls."""
         self.margin = margin.detach().float().flatten()
 
-    def bind(self, teacher: nn.Module, paths: TermPaths) -> None:
-        """Take the margin from the teacher's BatchNorm: ``margin_bn`` when the term gives it,
-        else the one before ``paths.teacher`` (see :func:`bn_before`)."""
-        bn_path = paths.wiring.get("margin_bn") or bn_before(str(paths.teacher), teacher)
+    def bind(self, teacher: nn.Module, term: Term) -> None:
+        """Take the margin from the teacher's BatchNorm: ``margin_bn`` when the term's options
+        give it, else the one before ``term.teacher`` (see :func:`bn_before`)."""
+        bn_path = term.options.get("margin_bn") or bn_before(str(term.teacher), teacher)
         bn = get_module(teacher, bn_path, "teacher")
         self.set_margin(ofd_margin(bn.weight, bn.bias))
 
