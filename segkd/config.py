@@ -11,11 +11,12 @@ from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic import model_validator
+from pydantic import SerializeAsAny, model_validator
 
 from .errors import ConfigError
 from .config_yaml import apply_overrides, deep_merge, read_yaml  # noqa: F401  (the loading API)
 from .registry import suggest
+from .schedules import NoSchedule, ScheduleCfg, schedule_from_dict
 
 
 class _Strict(BaseModel):
@@ -86,7 +87,6 @@ class ModelCfg(_Strict):
     init_match: Literal["strict", "shared"] = "strict"
     from_teacher: bool = False  # student = a copy of the teacher (Plug and Play), then `replace`
 
-
     @field_validator("init_from")
     @classmethod
     def _not_export(cls, v: Optional[str]) -> Optional[str]:
@@ -95,6 +95,7 @@ class ModelCfg(_Strict):
                              "checkpoint (.pt, e.g. the best.pt it was exported from), a run "
                              "directory or 'teacher'")
         return v
+
 
 class TeacherCacheCfg(_Strict):
     """The frozen teacher's outputs computed once per (image, view) and reused.
@@ -208,44 +209,66 @@ class ParamGroupCfg(_Strict):
 
 
 class OptimCfg(_Strict):
-    name: Literal["sgd", "adam", "adamw", "radam"] = "adam"
+    # a registered name (sgd, adam, adamw, radam: `segkd list optimizers`) or any torch.optim
+    # class by its name (NAdam, Adagrad, RMSprop, ...)
+    name: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
-    momentum: float = 0.9
-    nesterov: bool = False
-    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: Optional[float] = None  # SGD (default 0.9), RMSprop, ...
+    nesterov: Optional[bool] = None  # SGD
+    betas: Optional[tuple[float, float]] = None  # Adam family (default torch's (0.9, 0.999))
+    options: dict[str, Any] = {}  # any other keyword option of the optimizer (eps, amsgrad, ...)
     param_groups: list[ParamGroupCfg] = []
     # keep the previous stage's optimizer (its groups, learning rates and state) and add the
     # parameters that newly train as new groups at this stage's lr: Plug and Play's incremental
     # plan (the original adds each replaced conv with add_param_group); false: a fresh optimizer
     continue_previous: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_dump(cls, v: Any) -> Any:
+        """Configs saved when every optimizer carried momentum 0.9, nesterov false and betas
+        (0.9, 0.999), whether it used them or not: keep only those its optimizer takes."""
+        if not isinstance(v, dict) or not {"momentum", "nesterov", "betas"} <= set(v):
+            return v
+        if v["momentum"] != 0.9 or v["nesterov"] is not False or list(v["betas"] or []) != [0.9, 0.999]:
+            return v
+        from .optimizers import constructor_options, optimizer_class
 
-class SchedCfg(_Strict):
-    name: Literal["none", "poly", "onecycle", "cosine", "plateau", "step"] = "none"
-    power: float = 0.9  # poly
-    max_lr: Optional[float] = None  # onecycle (default: optimizer lr)
-    pct_start: float = 0.3  # onecycle warm-up fraction (torch's OneCycleLR default)
-    anneal_strategy: Literal["cos", "linear"] = "cos"
-    # torch's default is True (momentum / Adam's beta1 cycled max -> base -> max); kept False so
-    # that recipes written without it keep a constant beta1 (the kdsemseg recipes set it)
-    cycle_momentum: bool = False
-    base_momentum: float = 0.85
-    max_momentum: float = 0.95
-    div_factor: float = 25.0
-    final_div_factor: float = 1e4
-    warmup_iters: int = 0  # poly / cosine linear warm-up
-    min_lr: float = 0.0
-    factor: float = 0.5  # plateau / step
-    patience: int = 0  # plateau (monitors the epoch's mean training loss)
-    threshold: float = 1e-4  # plateau: the least improvement that counts (torch's default)
-    threshold_mode: Literal["rel", "abs"] = "rel"  # plateau: threshold relative or absolute
-    cooldown: int = 0  # plateau: epochs after a reduction before bad epochs count again
-    # poly / cosine: one curve over this stage and the consecutive stages that also set it
-    # (length = their steps summed; each starts where the previous ended), as the original OFD
-    # runs one poly schedule over its connector epoch and the training epochs
-    across_stages: bool = False
-    step_epochs: int = 30  # step
+        try:
+            takes = constructor_options(optimizer_class(str(v.get("name", "adam"))))
+        except ValueError:
+            return v
+        return {k: x for k, x in v.items() if k not in ("momentum", "nesterov", "betas") or k in takes}
+
+    @model_validator(mode="after")
+    def _options_apply(self) -> "OptimCfg":
+        from .optimizers import check_options
+
+        check_options(self.name, self.kwargs())
+        return self
+
+    def kwargs(self) -> dict[str, Any]:
+        """The optimizer's keyword options (lr and the parameter groups apart)."""
+        from .optimizers import DEFAULTS, constructor_options, optimizer_class
+
+        out = dict(DEFAULTS.get(self.name, {}))
+        if self.weight_decay or "weight_decay" in constructor_options(optimizer_class(self.name)):
+            out["weight_decay"] = self.weight_decay  # a nonzero one it does not take: an error
+        out.update({k: getattr(self, k) for k in ("momentum", "nesterov", "betas")
+                    if getattr(self, k) is not None})
+        out.update(self.options)
+        return out
+
+
+# a stage's learning-rate schedule: one config type per schedule (segkd/schedules.py), chosen by
+# its `name`; a key that does not apply to that schedule is an error
+def SchedCfg(**keys: Any) -> ScheduleCfg:  # noqa: N802  (reads as the config type it builds)
+    """A schedule config from keyword arguments: ``SchedCfg(name="poly", power=0.9)``."""
+    try:
+        return schedule_from_dict(keys)
+    except ValueError as err:
+        raise ConfigError(f"schedule: {err}") from None
 
 
 class SelectCfg(_Strict):
@@ -288,10 +311,15 @@ class StageCfg(_Strict):
     frozen_mode: Literal["eval", "train"] = "eval"
     terms: list[Term] = [Term(loss="ce", teacher=None)]
     optimizer: OptimCfg = OptimCfg()
-    schedule: SchedCfg = SchedCfg()
+    schedule: SerializeAsAny[ScheduleCfg] = NoSchedule()
     replace: list[ReplaceCfg] = []
     select: SelectCfg = SelectCfg()
     val_every: int = Field(1, ge=1)
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule(cls, v: Any) -> Any:
+        return schedule_from_dict(v)
 
     @model_validator(mode="before")
     @classmethod
@@ -331,6 +359,14 @@ class TrainerCfg(_Strict):
     def _precision_number(cls, v: Any) -> Any:
         """``precision: 32`` (a YAML int, as Lightning accepts it) means "32"."""
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and v < 1:
+            raise ValueError("threads must be >= 1 (CPU threads of this process); remove it "
+                             "(or null) for torch's default (one per core)")
+        return v
 
 
 class SlidingCfg(_Strict):
@@ -396,14 +432,6 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
         ann = field.annotation
         model = next((a for a in _flatten(ann) if isinstance(a, type) and issubclass(a, BaseModel)), None)
     return model
-    @field_validator("threads")
-    @classmethod
-    def _threads(cls, v: Optional[int]) -> Optional[int]:
-        if v is not None and v < 1:
-            raise ValueError("threads must be >= 1 (CPU threads of this process); remove it "
-                             "(or null) for torch's default (one per core)")
-        return v
-
 
 
 def _flatten(ann: Any) -> list:

@@ -18,16 +18,31 @@ def list_names(what: str, pattern: str = "*") -> list[str]:
     import segkd.distill.distiller  # noqa: F401  (registers losses, connectors)
     from .models import list_encoders, list_models
 
+    from .optimizers import OPTIMIZERS
+    from .schedules import SCHEDULES
+
     kinds = {"models": list_models, "encoders": lambda: list_encoders(pattern),
-             "datasets": DATASETS.names, "losses": LOSSES.names, "connectors": CONNECTORS.names}
+             "datasets": DATASETS.names, "losses": LOSSES.names, "connectors": CONNECTORS.names,
+             "optimizers": OPTIMIZERS.names, "schedules": SCHEDULES.names}
     if what not in kinds:
         raise SegkdError(f"unknown kind '{what}': one of {', '.join(kinds)}")
     return [n for n in kinds[what]() if fnmatchcase(n, pattern)]
 
 
 def name_summary(what: str, name: str) -> str:
-    """The first docstring line of a registered loss or connector (its options and which is
-    the default, e.g. kd's ``ignore_pixels``); '' for other kinds."""
+    """The first docstring line of a registered loss, connector or schedule (its options and
+    which is the default, e.g. kd's ``ignore_pixels``; a schedule's keys); '' for other kinds."""
+    from .schedules import SCHEDULES
+
+    if what == "schedules":
+        cls = SCHEDULES.get(name)
+        keys = ", ".join(k for k in cls.model_fields if k != "name")
+        return ((cls.__doc__ or "").strip().splitlines() or [""])[0] + (f" Keys: {keys}." if keys else "")
+    if what == "optimizers":
+        from .optimizers import constructor_options, optimizer_class
+
+        cls = optimizer_class(name)
+        return f"torch.optim.{cls.__name__}; options: {', '.join(constructor_options(cls))}"
     registry = {"losses": LOSSES, "connectors": CONNECTORS}.get(what)
     doc = (registry.get(name).__doc__ or "") if registry is not None else ""
     return doc.strip().splitlines()[0] if doc.strip() else ""

@@ -57,7 +57,8 @@ def _check(cfg, where: str) -> None:
     assert cfg.trainer.grad_accum == 1, where
     for stage in cfg.stages:
         o = stage.optimizer
-        assert (o.name, o.weight_decay, tuple(o.betas)) == ("adam", 0.0, (0.9, 0.999)), where
+        # betas: torch's (0.9, 0.999) when not set (the built optimizer's are checked below)
+        assert (o.name, o.weight_decay, tuple(o.betas or (0.9, 0.999))) == ("adam", 0.0, (0.9, 0.999)), where
         got, want = segkd_schedule(stage, ITERS), seed_schedule(stage.epochs, ITERS)
         assert len(got) == len(want)
         for step, (g, w) in enumerate(zip(got, want)):
@@ -129,4 +130,4 @@ def test_onecycle_warmup_default_is_torchs() -> None:
     from segkd.config import SchedCfg
 
     torch_default = inspect.signature(torch.optim.lr_scheduler.OneCycleLR).parameters["pct_start"]
-    assert SchedCfg().pct_start == torch_default.default == 0.3
+    assert SchedCfg(name="onecycle").pct_start == torch_default.default == 0.3

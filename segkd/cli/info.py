@@ -34,7 +34,8 @@ def info(target: Optional[str] = typer.Argument(None, help="config.yaml, checkpo
                  onnx=onnx, data_root=data_root, setup=setup)
 
 
-def list_(what: str = typer.Argument(..., help="models | encoders | datasets | losses | connectors"),
+def list_(what: str = typer.Argument(..., help="models | encoders | datasets | losses | connectors | "
+                                                   "optimizers | schedules"),
           pattern: str = typer.Option("*", "--pattern"),
           verbose: bool = typer.Option(False, "--verbose", "-v",
                                        help="datasets: each one's layout and data.options")) -> None:

@@ -56,12 +56,12 @@ def schedule_span(stages: list[StageCfg], si: int, steps_of: Callable[[int], int
     """(offset, total) steps of stage ``si``'s schedule: ``(0, its own steps)``, or, with
     ``schedule.across_stages``, its start and the length of the curve over the consecutive
     stages that set it (``steps_of(j)``: optimizer steps of stage ``j``)."""
-    if not stages[si].schedule.across_stages:
+    if not stages[si].schedule.across:
         return 0, steps_of(si)
     first, last = si, si
-    while first > 0 and stages[first - 1].schedule.across_stages:
+    while first > 0 and stages[first - 1].schedule.across:
         first -= 1
-    while last + 1 < len(stages) and stages[last + 1].schedule.across_stages:
+    while last + 1 < len(stages) and stages[last + 1].schedule.across:
         last += 1
     names = {stages[j].schedule.name for j in range(first, last + 1)}
     if len(names) > 1:
