@@ -173,7 +173,10 @@ def test_prepare_folder_prints_a_config_that_trains(segkd, tmp_path):
     root = membrane_tree(tmp_path / "membranes")
     cfg_path = tmp_path / "membranes.yaml"
     proc = segkd("prepare", "folder", "--root", str(root), "--config", str(cfg_path))
-    assert proc.returncode == 1  # the report shows the 0/255 error the config fixes
+    assert proc.returncode == 0, proc.stdout  # the 0/255 problem is found, and the config fixes it
+    flat = " ".join(proc.stdout.split())
+    assert "fixed [all] masks hold only 0 and 255, and 255 is the ignore index" in flat
+    assert "the suggested config sets value_map={0: 0, 255: 1}" in flat
     assert "suggested config" in proc.stdout and "segkd train THIS_FILE" in proc.stdout
     cfg = yaml.safe_load(cfg_path.read_text())
     assert cfg["data"]["options"] == {"images": "img", "masks": "label", "mask_suffix": "_mask",

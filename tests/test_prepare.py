@@ -167,12 +167,19 @@ def test_cli_prepare_exit_codes_and_options(tmp_path):
     register(app)
     root = _folder(tmp_path / "fg", [_stripe(0, 255)] * 2)
     runner = CliRunner()
-    bad = runner.invoke(app, ["prepare", "folder", "--root", str(root), "--json", str(tmp_path / "r.json")])
-    assert bad.exit_code == 1 and "NOT OK" in bad.output
-    assert json.loads((tmp_path / "r.json").read_text())["suggestions"]["value_map"] == {"0": 0, "255": 1}
+    # 0/255 masks: the printed config sets the value_map, so the verdict is OK (the problem is
+    # reported as found and fixed), exit 0
+    fixed = runner.invoke(app, ["prepare", "folder", "--root", str(root), "--json", str(tmp_path / "r.json")])
+    assert fixed.exit_code == 0 and "OK with the suggested config" in fixed.output, fixed.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["suggestions"]["value_map"] == {"0": 0, "255": 1} and report["ok"]
+    assert [f["level"] for f in report["findings"]][:1] == ["fixed"]
     good = runner.invoke(app, ["prepare", "folder", "--root", str(root),
                                "--set", 'value_map={"0":0,"255":1}'])
     assert good.exit_code == 0, good.output
+    _mask(root / "masks" / "train" / "im1.png", np.zeros((H + 2, W), np.uint8))
+    bad = runner.invoke(app, ["prepare", "folder", "--root", str(root)])
+    assert bad.exit_code == 1 and "NOT OK" in bad.output
     assert parse_options('{"sbd": true}', ["split=train", "num_classes=3"]) == \
         {"sbd": True, "split": "train", "num_classes": 3}
     with pytest.raises(ConfigError, match="key=value"):

@@ -37,7 +37,8 @@ def require_dir(path: str | Path, what: str = "dataset root") -> Path:
     """Return ``path`` as a Path, or raise DataError naming it if it is not a directory."""
     p = Path(path).expanduser()
     if not p.is_dir():
-        raise DataError(f"{what} not found: {p} (check the dataset root / download it)")
+        link = "; it is a symbolic link that loops or points nowhere" if p.is_symlink() else ""
+        raise DataError(f"{what} not found: {p} (check the dataset root / download it{link})")
     return p
 
 

@@ -5,13 +5,17 @@ the first step. At most ``files`` evenly spaced image/mask pairs per split are d
 dataset's own path (so a bad file fails here, not mid-epoch) and examined for what would make a
 run learn from, or be scored on, silently wrong data:
 
-* errors (certainly wrong): no labeled pixel in the sampled masks (every pixel is the ignore
-  index, or maps to it through the label mapping, e.g. a ``value_map`` whose keys match no mask
-  value); 0/255 masks where 255 is the ignore index (every foreground pixel ignored); a file the
-  loader cannot use (corrupt, wrong size, label values outside the classes);
-* warnings (probably wrong): mask values that a ``value_map`` sends to ignore; few labeled
-  pixels; 16-bit images that use a small part of their range (12-bit data: nearly black once
-  scaled by 65535); images with transparent pixels (alpha is dropped).
+* errors (certainly wrong): masks that look lossy (values clustered around a few levels: JPEG
+  compression or interpolation noise, see :mod:`segkd.data.mask_values`) unless a ``value_map``
+  lists every value; no labeled pixel in the sampled masks (every pixel is the ignore index, or
+  maps to it through the label mapping, e.g. a ``value_map`` whose keys match no mask value);
+  0/255 masks where 255 is the ignore index (every foreground pixel ignored); mask values a
+  ``value_map`` leaves out covering more than ``UNMAPPED_SHARE`` of the pixels; a file the loader
+  cannot use (corrupt, wrong size, label values outside the classes);
+* warnings (probably wrong): fewer stray values the ``value_map`` leaves out; classes with no
+  pixel in the checked training masks; few labeled pixels; 16-bit images that use a small part
+  of their range (12-bit data: nearly black once scaled by 65535); images with transparent
+  pixels (alpha is dropped).
 
 Strictness ``mode``: "error" stops with the first error (one line naming the file and the key to
 set), "warn" prints errors as warnings, "off" skips the check.
@@ -31,6 +35,9 @@ from rich.markup import escape
 from torchvision.io import ImageReadMode, decode_image, read_file
 
 from segkd.data.base import SegmentationDataset, png_header, read_raw_mask
+from segkd.data.mask_values import (LOSSY_EXTS, UNMAPPED_SHARE, absent_message, lossy_message,
+                                    lossy_values, map_keys, parse_value_map, unmapped_message,
+                                    unmapped_values, value_counts)
 from segkd.errors import DataError
 
 CHECK_MODES = ("error", "warn", "off")
@@ -46,6 +53,9 @@ class SplitFacts:
     split: str
     checked: int = 0
     raw: Counter = field(default_factory=Counter)  # raw mask value -> pixels (index masks)
+    interior: Counter = field(default_factory=Counter)  # raw value -> pixels whose 4 neighbours match
+    lossy_files: int = 0  # sampled masks in a lossy file format (JPEG / WebP)
+    class_pixels: Counter = field(default_factory=Counter)  # class id -> pixels
     labeled: int = 0  # pixels whose id is a class
     pixels: int = 0
     example: dict[str, Path] = field(default_factory=dict)  # what -> first file showing it
@@ -92,32 +102,46 @@ def _image_notes(path: Path) -> list[str]:
     return notes
 
 
+def _count_values(raw: torch.Tensor, mask_path: Path, facts: SplitFacts) -> None:
+    """Add the raw values of a decoded mask (index masks) to ``facts``."""
+    facts.lossy_files += mask_path.suffix.lower() in LOSSY_EXTS
+    if raw.dim() != 2:
+        return
+    arr = raw.numpy()
+    if arr.dtype == np.uint8:  # one histogram pass (np.unique sorts every pixel)
+        hist, interior = value_counts(arr)
+        values = np.flatnonzero(hist)
+        counts = hist[values]
+        facts.interior.update(dict(zip(values.tolist(), interior[values].tolist())))
+    else:
+        values, counts = np.unique(arr, return_counts=True)
+    facts.raw.update(dict(zip(values.tolist(), counts.tolist())))
+    for v in values.tolist():
+        facts.example.setdefault(f"value {v}", mask_path)
+
+
 def _examine(ds: SegmentationDataset, i: int, facts: SplitFacts) -> None:
     """Decode pair ``i`` like the loader does and add what it holds to ``facts``."""
     image_path, mask_path = ds.items[i]
+    raw = None
     try:
-        _, ids = ds._load(i)  # the loader's own decoding and checks (size, label values)
         raw = read_raw_mask(mask_path) if mask_path is not None else None
+        _, ids = ds._load(i)  # the loader's own decoding and checks (size, label values)
     except DataError as e:
         facts.problems.append(("error", str(e)))
+        if raw is not None:  # its values may say why (lossy masks hold values outside the classes)
+            _count_values(raw, mask_path, facts)
         return
     facts.problems += [("warning", note) for note in _image_notes(image_path)]
     facts.checked += 1
     if raw is None:
         return
-    if raw.dim() == 2:
-        arr = raw.numpy()
-        if arr.dtype == np.uint8:  # one histogram pass (np.unique sorts every pixel)
-            hist = np.bincount(arr.ravel(), minlength=256)
-            values = np.flatnonzero(hist)
-            counts = hist[values]
-        else:
-            values, counts = np.unique(arr, return_counts=True)
-        facts.raw.update(dict(zip(values.tolist(), counts.tolist())))
-        for v in values.tolist():
-            facts.example.setdefault(f"value {v}", mask_path)
+    _count_values(raw, mask_path, facts)
     ids = ids.long()
-    labeled = int(((ids >= 0) & (ids < ds.num_classes) & (ids != ds.ignore_index)).sum())
+    valid = (ids >= 0) & (ids < ds.num_classes) & (ids != ds.ignore_index)
+    labeled = int(valid.sum())
+    per_class = torch.bincount(ids[valid], minlength=ds.num_classes)
+    facts.class_pixels.update({c: n for c, n in enumerate(per_class.tolist()) if n})
     facts.labeled += labeled
     facts.pixels += ids.numel()
     if labeled == 0:
@@ -136,11 +160,47 @@ def _value_map_key(options: dict[str, Any]) -> Optional[str]:
     return "data.options.value_map" if options.get("value_map") is not None else None
 
 
-def _mask_findings(ds: SegmentationDataset, facts: SplitFacts, options: dict[str, Any]) -> None:
-    """Errors / warnings from the sampled mask values of one split."""
+def _lossy(ds: SegmentationDataset, facts: SplitFacts, vm: Optional[dict[int, int]]) -> Optional[str]:
+    """The error for masks whose values look lossy, unless the value_map lists every value."""
+    lossy = lossy_values(facts.raw, facts.interior, facts.lossy_files > 0)
+    if lossy is None or (vm is not None and set(lossy.noise) <= set(vm)):
+        return None
+    return lossy_message(facts.split, lossy, ds.ignore_index, "data.options.value_map",
+                         facts.lossy_files, facts.example[f"value {lossy.noise[0]}"])
+
+
+def _unmapped(facts: SplitFacts, options: dict[str, Any], vm: dict[int, int], ignore: int) -> None:
+    """Mask values the value_map leaves out (they become the ignore index): a warning for a few
+    stray pixels, an error above UNMAPPED_SHARE of the checked pixels."""
+    missing, share = unmapped_values(facts.raw, vm)
+    if missing:
+        facts.problems.append(("wrong" if share > UNMAPPED_SHARE else "warning", unmapped_message(
+            facts.split, missing, share, options["value_map"], ignore, "data.options.value_map",
+            facts.example[f"value {missing[0]}"])))
+
+
+def _absent(ds: SegmentationDataset, facts: SplitFacts, options: dict[str, Any]) -> None:
+    """A warning naming the classes with no pixel in the checked (training) masks."""
+    absent = [c for c in range(ds.num_classes) if c != ds.ignore_index and not facts.class_pixels.get(c)]
+    if absent and facts.labeled:
+        facts.problems.append(("warning", absent_message(
+            facts.split, facts.checked, ds.classes, absent, options.get("value_map"),
+            sorted(facts.raw), "data.options.value_map", "data.check_files checks more masks")))
+
+
+def _mask_findings(ds: SegmentationDataset, facts: SplitFacts, options: dict[str, Any],
+                   train: bool = False) -> None:
+    """Errors / warnings from the sampled mask values of one split (``train``: the training
+    split, whose classes must all appear)."""
     add, split, ignore = facts.problems.append, facts.split, ds.ignore_index
     values = sorted(facts.raw)
     vm_key = _value_map_key(options)
+    vm = parse_value_map(options["value_map"]) if vm_key else None
+    lossy = _lossy(ds, facts, vm)
+    if lossy:  # first: it explains files the loader refused (values outside the classes)
+        refused = any(level == "error" for level, _ in facts.problems)
+        facts.problems.insert(0, ("error" if refused else "wrong", lossy))
+        return
     if ds.lut is None and ds.palette is None and values == [0, 255] and ignore == 255:
         add(("wrong", f"masks of split '{split}' hold only 0 and 255 (e.g. "
                       f"{facts.example['value 255']}) and 255 is the ignore index: every "
@@ -151,7 +211,7 @@ def _mask_findings(ds: SegmentationDataset, facts: SplitFacts, options: dict[str
     if facts.pixels and facts.labeled == 0:
         if dropped and vm_key:
             why = (f"{vm_key} maps none of the mask values {values[:10]} to a class (its keys: "
-                   f"{sorted(int(k) for k in options['value_map'])}); give it the values the masks hold")
+                   f"{map_keys(options['value_map'])[:10]}); give it the values the masks hold")
         elif dropped:
             why = (f"the label mapping of dataset '{ds.name.split('/')[0]}' sends every mask value "
                    f"{values[:10]} to the ignore index {ignore} (labels withheld, e.g. a benchmark "
@@ -162,46 +222,48 @@ def _mask_findings(ds: SegmentationDataset, facts: SplitFacts, options: dict[str
         add(("wrong", f"no labeled pixels in the {facts.checked} checked mask(s) of split '{split}' "
                       f"(e.g. {facts.example.get('unlabeled')}): {why}"))
         return
-    if dropped and vm_key:
-        share = sum(facts.raw[v] for v in dropped) / max(1, sum(facts.raw.values()))
-        add(("warning", f"mask values {dropped[:10]} of split '{split}' ({share:.1%} of the checked "
-                        f"pixels, e.g. {facts.example[f'value {dropped[0]}']}) are not keys of "
-                        f"{vm_key}: they are ignored; add them to {vm_key} if they are classes"))
+    if vm is not None:
+        _unmapped(facts, options, vm, ignore)
+    if train:
+        _absent(ds, facts, options)
     if facts.pixels and facts.labeled / facts.pixels < LOW_LABELED_SHARE:
         add(("warning", f"only {facts.labeled / facts.pixels:.2%} of the checked pixels of split "
                         f"'{split}' are labeled: check the masks and data.options"))
 
 
 def check_split(ds: SegmentationDataset, split: str, files: int,
-                options: dict[str, Any] | None = None) -> SplitFacts:
-    """Examine up to ``files`` pairs of ``ds`` (items that are files on disk)."""
+                options: dict[str, Any] | None = None, train: bool = False) -> SplitFacts:
+    """Examine up to ``files`` pairs of ``ds`` (items that are files on disk); ``train``: the
+    training split (a class without a pixel in the sample is a warning)."""
     facts = SplitFacts(split)
     sample = [i for i in sample_indices(len(ds.items), files)  # generated items: nothing to read
               if isinstance(ds.items[i][0], Path) and ds.items[i][0].is_file()]
     for i in sample:
         _examine(ds, i, facts)
     if any(ds.items[i][1] is not None for i in sample):
-        _mask_findings(ds, facts, options or {})
+        _mask_findings(ds, facts, options or {}, train)
     return facts
 
 
 def check_splits(datasets: dict[str, Optional[SegmentationDataset]], mode: str = "error",
                  files: int = 16, options: dict[str, Any] | None = None,
                  say: Callable[[str], None] | None = None,
-                 relax: str = "data.check=warn") -> list[SplitFacts]:
+                 relax: str = "data.check=warn", train: str | None = None) -> list[SplitFacts]:
     """Run :func:`check_split` on every dataset given (None entries skipped).
 
     ``mode="error"``: raise DataError with the first error (warnings are printed first);
     ``"warn"``: print "wrong data" errors as warnings (a file the loader cannot use still
     stops); ``"off"``: do nothing. ``say`` prints a warning line (default: stderr); ``relax``
-    names the setting that turns errors into warnings (in the error message).
+    names the setting that turns errors into warnings (in the error message); ``train`` names
+    the training split (its classes must all appear in the sample, else a warning).
     """
     if mode not in CHECK_MODES:
         raise DataError(f"data.check must be one of {', '.join(CHECK_MODES)}, got '{mode}'")
     if mode == "off":
         return []
     say = say or _say
-    facts = [check_split(ds, split, files, options) for split, ds in datasets.items() if ds is not None]
+    facts = [check_split(ds, split, files, options, split == train)
+             for split, ds in datasets.items() if ds is not None]
     problems = [p for f in facts for p in f.problems]
     for level, msg in problems:
         if level == "warning" or (level == "wrong" and mode == "warn"):

@@ -19,6 +19,7 @@ from segkd.data.base import (
     require_dir,
     require_items,
 )
+from segkd.data.mask_values import parse_value_map
 from segkd.errors import DataError
 from segkd.registry import DATASETS
 
@@ -157,7 +158,8 @@ def folder(
     listing names; or, without split folders or lists, ``root/images/*`` + ``root/masks/*``
     split into "train" and "val" by a seeded ``val_fraction`` (``split_seed``). A mask is named
     like its image plus ``mask_suffix`` (``"_mask"``: ``x.jpg`` -> ``x_mask.png``).
-    ``value_map`` maps raw mask values to ids (others -> ignore_index), e.g. ``{0: 0, 255: 1}``;
+    ``value_map`` maps raw mask values to ids (others -> ignore_index), e.g. ``{0: 0, 255: 1}``
+    (a key ``"A-B"`` maps the values A..B: ``{"0-127": 0, "128-255": 1}`` bins lossy masks);
     ``palette`` maps RGB colour masks (``palette[i]`` = colour of class i). Class names come
     from ``classes``, else ``root/classes.txt``, else ``num_classes`` (``class_<i>``).
     """
@@ -168,7 +170,7 @@ def folder(
     items, img_dir = _folder_items(root, split, layout)
     lut = None
     if value_map is not None:
-        lut = build_lut({int(k): int(v) for k, v in value_map.items()}, ignore_index)
+        lut = build_lut(parse_value_map(value_map), ignore_index)
     return SegmentationDataset(
         items=items, classes=_class_names(root, classes, num_classes), ignore_index=ignore_index,
         mean=mean, std=std, transform=transform, lut=lut, palette=palette,

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from segkd.data.base import list_images
+from segkd.data.mask_values import binning_map, value_map_text
 
 IMAGE_DIRS = ("images", "image", "imgs", "img", "jpegimages", "inputs", "input", "rgb", "raw", "x")
 MASK_DIRS = ("masks", "mask", "labels", "label", "annotations", "annotation", "annots", "annot",
@@ -68,12 +69,15 @@ def detect_layout(root: Path, given: dict[str, Any] | None = None) -> dict[str, 
 # ----------------------------------------------------------------------------- config
 def class_count(report: Any, options: dict[str, Any]) -> int:
     """Classes implied by the options or, failing them, by the mask values seen (0/255 masks:
-    2; RGB masks: one per colour; else the largest value that is not the ignore index, + 1)."""
+    2; RGB masks: one per colour; lossy masks: one per level; else the largest value that is not
+    the ignore index, + 1)."""
     ignore = int(options.get("ignore_index", 255))
     if options.get("value_map"):
         return len({int(v) for v in options["value_map"].values()} - {ignore})
     if options.get("palette"):
         return len(options["palette"])
+    if getattr(report, "levels", None):  # values invented by compression do not count
+        return len(set(binning_map(report.levels, ignore).values()) - {ignore}) or 2
     values = {v for s in report.splits for v in s.histogram}
     colours = {c for s in report.splits for c in s.colours}
     if colours and not values:
@@ -126,12 +130,35 @@ def suggest_config(report: Any, root: Path, options: dict[str, Any]) -> dict[str
     }
 
 
-def config_text(config: dict[str, Any], root: Path, ok: bool) -> str:
-    """The config as YAML with a header saying where it comes from and what to review."""
+def with_suggestions(report: Any, options: dict[str, Any]) -> Any:
+    """``report`` (a PrepareReport) judged again with its suggested options applied, as the
+    suggested config applies them: the errors they fix become "fixed" findings (what was found,
+    and the option the config sets), ``report.applied`` names the options."""
+    from segkd.data.prepare import Finding, rejudge
+
+    if not report.suggestions:
+        return report
+    new = rejudge(report, {**options, **report.suggestions})
+    sets = ", ".join(f"palette ({len(v)} colours)" if k == "palette" else f"{k}={value_map_text(v)}"
+                     for k, v in report.suggestions.items())
+    still = {f.message for f in new.findings if f.level == "error"}
+    # a finding says "what was found; what to do": keep the first part, then what the config does
+    fixed = [Finding("fixed", f.split, f"{f.message.split('; ')[0]}: the suggested config sets {sets}")
+             for f in report.findings if f.level == "error" and f.message not in still]
+    new.findings = fixed + new.findings
+    new.suggestions, new.applied = report.suggestions, sets
+    return new
+
+
+def config_text(config: dict[str, Any], root: Path, ok: bool, applied: str | None = None) -> str:
+    """The config as YAML with a header saying where it comes from, what it applies from the
+    report (``applied``) and what to review."""
     head = [f"# segkd config for {root.resolve()} (written by `segkd prepare folder`).",
             "# Review the class count / names, data.size and the epochs, then:",
             "#   segkd train THIS_FILE"]
+    if applied:
+        head.append(f"# It sets {applied}, as the report suggests (see its 'fixed' findings).")
     if not ok:
-        head.append("# The report found errors: the suggested options above are applied here;"
-                    " re-run prepare with them (--set) to confirm.")
+        head.append("# The report found errors this config does not fix: segkd train refuses the"
+                    " data until they are fixed (see the report).")
     return "\n".join(head) + "\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=None)

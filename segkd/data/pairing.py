@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from segkd.data.base import build_lut, list_images, read_lines
+from segkd.data.mask_values import parse_value_map
 from segkd.data.voc import read_id_list, voc_root
 
 Pairing = tuple[list[tuple[Path, Path]], list[Path], list[Path]]  # pairs, no mask, no image
@@ -133,5 +134,5 @@ def layout_meta(name: str, root: Path, options: dict) -> LayoutMeta | None:
         else [f"class_{i}" for i in range(int(options.get("num_classes") or 0))])
     ignore = int(options.get("ignore_index", 255))
     value_map = options.get("value_map")
-    lut = None if not value_map else build_lut({int(k): int(v) for k, v in value_map.items()}, ignore).numpy()
+    lut = None if not value_map else build_lut(parse_value_map(value_map), ignore).numpy()
     return LayoutMeta(list(classes), ignore, lut, options.get("palette"))

@@ -131,16 +131,18 @@ def auto_test_split(cfg: DataCfg) -> Optional[str]:
     return "test"
 
 
-def check_data(cfg: DataCfg, splits: list[tuple[Optional[str], Any]], relax: str = "data.check=warn") -> None:
+def check_data(cfg: DataCfg, splits: list[tuple[Optional[str], Any]], relax: str = "data.check=warn",
+               train: Optional[str] = None) -> None:
     """The pre-flight data check (``data.check``) on a sample of each split (a split named
-    twice, e.g. val used as test, is checked once)."""
+    twice, e.g. val used as test, is checked once; ``train``: the training split, whose classes
+    must all appear in its sample)."""
     from ..data.check import check_splits
 
     named: dict[str, Any] = {}
     for name, ds in splits:
         if name and ds is not None:
             named.setdefault(name, ds)
-    check_splits(named, cfg.check, cfg.check_files, cfg.options, relax=relax)
+    check_splits(named, cfg.check, cfg.check_files, cfg.options, relax=relax, train=train)
 
 
 def build_data(cfg: DataCfg, run_dir: Path | None = None, need_images: bool = False) -> DataBundle:
@@ -159,7 +161,8 @@ def build_data(cfg: DataCfg, run_dir: Path | None = None, need_images: bool = Fa
     val = _dataset(cfg, cfg.val_split, False) if cfg.val_split else None
     test_split = auto_test_split(cfg) if cfg.test_split == "auto" else cfg.test_split
     test = _dataset(cfg, test_split, False) if test_split else None
-    check_data(cfg, [(cfg.train_split, train), (cfg.val_split, val), (test_split, test)])
+    check_data(cfg, [(cfg.train_split, train), (cfg.val_split, val), (test_split, test)],
+               train=cfg.train_split)
     if run_dir is not None:
         write_file_list(train, range(len(train)), Path(run_dir) / "train_files.txt")
         if select is not None:
