@@ -26,7 +26,8 @@ def _unique_pairs(where: str):
 
 def parse_options(options_json: Optional[str], sets: Optional[List[str]]) -> dict[str, Any]:
     """Dataset options from ``--options '{"k": v}'`` then ``--set k=v`` (values parsed as JSON
-    when they parse, e.g. ``sbd=true``, ``value_map={"0":0,"255":1}``; else kept as strings).
+    when they parse, e.g. ``sbd=true``, ``value_map={"0":0,"255":1}``, else as YAML like
+    ``segkd train --set``, e.g. ``value_map={0: 0, 255: 1}``; else kept as strings).
     A key twice in one JSON object, or one ``--set`` key with two values, is an error."""
     from ..config_yaml import refuse_repeated
 
