@@ -137,11 +137,13 @@ def _examine(ds: SegmentationDataset, i: int, facts: SplitFacts) -> None:
     if raw is None:
         return
     _count_values(raw, mask_path, facts)
-    ids = ids.long()
-    valid = (ids >= 0) & (ids < ds.num_classes) & (ids != ds.ignore_index)
-    labeled = int(valid.sum())
-    per_class = torch.bincount(ids[valid], minlength=ds.num_classes)
-    facts.class_pixels.update({c: n for c, n in enumerate(per_class.tolist()) if n})
+    arr = ids.numpy()  # one histogram pass for uint8 ids (the usual case)
+    values, counts = (np.unique(arr, return_counts=True) if arr.dtype != np.uint8 else
+                      (np.arange(256), np.bincount(arr.ravel(), minlength=256)))
+    per_class = {v: n for v, n in zip(values.tolist(), counts.tolist())
+                 if n and 0 <= v < ds.num_classes and v != ds.ignore_index}
+    facts.class_pixels.update(per_class)
+    labeled = sum(per_class.values())
     facts.labeled += labeled
     facts.pixels += ids.numel()
     if labeled == 0:
