@@ -32,7 +32,7 @@ from typing import IO, Any, Callable
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, NonFiniteLoss
 
 FORMAT = "segkd-checkpoint"
 
@@ -46,6 +46,33 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def nonfinite_keys(state: dict[str, Any]) -> list[str]:
+    """Keys of the floating-point tensors in ``state`` that hold NaN or Inf (one host
+    synchronisation per device)."""
+    by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for k, v in state.items():
+        if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex()) and v.numel():
+            by_device.setdefault(v.device, []).append((k, v))
+    bad = set()
+    for items in by_device.values():
+        ok = torch.stack([torch.isfinite(v).all() for _, v in items]).cpu().tolist()
+        bad.update(k for (k, _), fine in zip(items, ok) if not fine)
+    return [k for k in state if k in bad]
+
+
+def _refuse_nonfinite(obj: dict[str, Any], path: Path) -> None:
+    """NonFiniteLoss, before anything is written, when a parameter or buffer of ``obj``
+    (``state_dict``, ``connectors``) holds NaN or Inf: such a file is never a checkpoint."""
+    state = obj.get("state_dict") if isinstance(obj.get("state_dict"), dict) else {}
+    connectors = obj.get("connectors") if isinstance(obj.get("connectors"), dict) else {}
+    bad = nonfinite_keys({**state, **{f"connectors.{k}": v for k, v in connectors.items()}})
+    if bad:
+        kept = f"the previous {path.name} is kept" if path.is_file() else "no file was written"
+        raise NonFiniteLoss(f"refusing to write checkpoint {path}: {bad[0]}"
+                            f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''} hold NaN/Inf "
+                            f"({kept}); lower the learning rate or a term weight")
+
+
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
     """Write ``obj`` to ``path`` and its sidecar so that, whatever step fails or is killed, the
     pair on disk verifies: the previous checkpoint or the new one, never neither.
@@ -55,9 +82,11 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
        (just "<new hash>" when there is no previous file: the file never exists without it);
     3. rename the temp file over ``path`` (atomic);
     4. where step 2 wrote two lines, sidecar := "<new hash>" (temp file, fsync, rename).
-    An error (disk full, permissions) raises CheckpointError and removes the temp files.
+    An error (disk full, permissions) raises CheckpointError and removes the temp files; a
+    ``state_dict`` or ``connectors`` tensor holding NaN/Inf raises NonFiniteLoss, nothing written.
     """
     path = Path(path)
+    _refuse_nonfinite(obj, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     side = _sidecar(path)
     tmp, side_tmp = path.with_name(f".{path.name}.tmp"), side.with_name(f".{side.name}.tmp")

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import load_strict
+from .checkpoint import load_strict, nonfinite_keys
 from .constants import IMAGENET_MEAN, IMAGENET_STD
-from .errors import SegkdError
+from .errors import NonFiniteLoss, SegkdError
 from .models.spec import build_from_spec, model_from_checkpoint
 
 EXPORT_FORMAT = "segkd-export"
@@ -63,6 +63,20 @@ def check_export_target(path: str | Path, what: str) -> Path:
     check_output_file(out, what)
     check_output_file(side, f"{what} description")
     return out
+
+
+def _refuse_nonfinite(model: nn.Module, source: str | Path, ckpt: dict) -> None:
+    """NonFiniteLoss, before anything is written, when a parameter or buffer holds NaN/Inf."""
+    bad = nonfinite_keys(model.state_dict())
+    if not bad:
+        return
+    sel, prog = ckpt.get("selected") or {}, ckpt.get("progress") or {}
+    when = (f" (stage '{sel.get('stage')}' epoch {sel.get('epoch')})" if sel else
+            f" (stage {prog.get('stage', 0) + 1} epoch {prog.get('epoch')})" if prog else "")
+    more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+    raise NonFiniteLoss(f"{source}{when}: {bad[0]}{more} hold NaN/Inf, so nothing was exported; "
+                        "the run that wrote it diverged: export an earlier checkpoint, or train "
+                        "again with a lower learning rate")
 
 
 def _jsonable(obj: Any) -> Any:
@@ -245,6 +259,7 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, opset: int = 
     Returns the sidecar's ``onnx`` section plus ``path`` and ``sidecar``."""
     check_export_target(out_path, "--onnx")
     model, meta, ckpt = model_from_checkpoint(str(checkpoint_path))
+    _refuse_nonfinite(model, checkpoint_path, ckpt)
     net = model.eval()
     size = tuple(size) if size else (_config_size(ckpt) or (512, 512))
     base = _describe(ckpt, meta, _config_size(ckpt))
@@ -288,6 +303,7 @@ def export_safetensors(checkpoint_path: str | Path, out_path: str | Path) -> dic
 
     check_export_target(out_path, "--safetensors")
     model, meta, ckpt = model_from_checkpoint(str(checkpoint_path))
+    _refuse_nonfinite(model, checkpoint_path, ckpt)
     tensors, aliases = _dedupe(model.state_dict())
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)

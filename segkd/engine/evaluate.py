@@ -25,11 +25,13 @@ def _to_label_size(logits: torch.Tensor, hw: torch.Tensor, mask_hw: tuple[int, i
 def evaluate(forward: Callable[[torch.Tensor], dict], loader, num_classes: int, ignore_index: int,
              device: torch.device, channels_last: bool = False, per_image: bool = True,
              reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-             progress: Optional[Callable[[], None]] = None) -> dict:
+             progress: Optional[Callable[[], None]] = None, counts: bool = False) -> dict:
     """Run ``forward(images) -> {"logits", "loss/...": ...}`` over ``loader``.
 
     Returns mIoU, per-class IoU, accuracies, optional per-image IoU and the mean of every
     ``loss/*`` entry. ``reduce`` sums tensors across processes (DDP); None = single process.
+    ``counts``: also ``label_pixels`` / ``pred_pixels``, the labeled pixels per class in the
+    labels and in the predictions (the confusion matrix's row and column sums).
     """
     cm = ConfusionMatrix(num_classes, ignore_index, device)
     pim = PerImageIoU(num_classes, ignore_index, device=device) if per_image else None
@@ -58,6 +60,9 @@ def evaluate(forward: Callable[[torch.Tensor], dict], loader, num_classes: int, 
         if pim is not None:
             pim.total, pim.count = reduce(pim.total), reduce(pim.count)
     metrics = cm.compute()
+    if counts:
+        metrics["label_pixels"] = cm.mat.sum(1).tolist()
+        metrics["pred_pixels"] = cm.mat.sum(0).tolist()
     if pim is not None:
         metrics["per_image_iou"] = pim.compute()
     for k, v in sums.items():

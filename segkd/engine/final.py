@@ -75,6 +75,7 @@ def final_summary(engine, wall: float) -> dict:
         "device": f.device.type, "world_size": f.world_size, "torch": torch.__version__,
         "precision": engine.precision,
         "host": platform.node(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "warnings": list(engine.health.warnings),  # every warning the run gave, in order
     }
     if f.is_global_zero:
         (engine.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 console = Console(stderr=True)
@@ -46,6 +47,17 @@ class RunLogger:
     def info(self, msg: str) -> None:
         if self.enabled or self.progress_enabled:
             console.print(msg)
+
+    def warn(self, msg: str, step: int, **context: Any) -> None:
+        """Print ``warning: <msg>`` (stderr) and log it: a ``{"step", "time", ..., "warning"}``
+        row of metrics.jsonl and a TensorBoard text entry."""
+        if not self.enabled:
+            return
+        console.print(f"[yellow]warning:[/yellow] {escape(msg)}", highlight=False, soft_wrap=True)
+        self._jsonl.write(json.dumps({"step": step, "time": round(time.time(), 3), **context,
+                                      "warning": msg}) + "\n")
+        self._jsonl.flush()
+        self._tb.add_text("warnings", msg, step)
 
     # ------------------------------------------------------------------ progress
     def start_epoch(self, title: str, total: int) -> None:

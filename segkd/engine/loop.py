@@ -18,6 +18,8 @@ from .init import initialise_student
 from .data import build_data, make_loader, resolve_workers
 from .evaluate import evaluate
 from .fabric import make_fabric, resolve_precision
+from .health import (RunHealth, bn_steps_needed, collapse_warning, few_steps_warning, mode_check,
+                     nonfinite_message, nonfinite_state, training_batchnorms)
 from .logger import RunLogger
 from .optim import build_optimizer, build_scheduler, extend_optimizer
 from .plan import optimizer_chain, schedule_span, stage_trainable
@@ -40,6 +42,8 @@ class Engine:
         self.history: list[dict] = []
         self._slow_data_said = False
         self._opt: Optional[torch.optim.Optimizer] = None  # the raw optimizer of the stage
+        self.health = RunHealth()  # warnings given, what each checkpoint written holds
+        self._seen: dict = {}  # this epoch's validation: per-split pixel counts, a batch of images
 
     @property
     def progress(self) -> dict[str, Any]:
@@ -97,7 +101,7 @@ class Engine:
         if teacher is not None:
             teacher.to(f.device, memory_format=fmt)
         if cfg.trainer.compile:
-            _allow_recompiles(2 * len(cfg.stages) + 2)
+            _allow_recompiles(3 * len(cfg.stages) + 2)  # + the train/eval-mode check's mixed mode
             student.compile()
         self.logger = RunLogger(self.run_dir, f.is_global_zero, cfg.trainer.progress,
                                 resume_step=self.counters.step if self.resume else None)
@@ -121,6 +125,8 @@ class Engine:
         load_strict(student, ckpt["state_dict"], str(self.run_dir / "last.pt"))
         self.counters = Progress.from_dict(ckpt["progress"])
         self.history = list(ckpt.get("history", []))
+        self.health = RunHealth.resumed(ckpt, self.cfg.stages[self.counters.stage].name,
+                                        (self.run_dir / "best.pt").is_file())
         return student
 
     def _probe(self) -> torch.Tensor:
@@ -241,6 +247,11 @@ class Engine:
         offset, total = schedule_span(self.cfg.stages, si,
                                       lambda j: steps if j == si else self._stage_steps(j))
         sched, when = build_scheduler(opt, stage.schedule, total, stage.optimizer.lr, offset)
+        self.distiller.train()  # the training mode: which BatchNorm layers update their statistics
+        self._warn(few_steps_warning(training_batchnorms(self.distiller.student), stage.name, si,
+                                     stage.epochs, iters, self.cfg.trainer.grad_accum,
+                                     None if stage.iters_per_epoch else len(train_loader),
+                                     self.cfg.data.batch_size), stage, 0)
         return StageRun(module=module, opt=opt, loader=train_loader, iters=iters, sched=sched,
                         when=when, val_loader=val_loader, teacher_cache=cache,
                         select_loader=select_loader)
@@ -254,13 +265,17 @@ class Engine:
         spec = EpochSpec(labeled=stage.data == "labeled", title=title,
                          where=f"stage '{stage.name}' epoch {epoch + 1}", step0=c.step,
                          accum=tr.grad_accum, grad_clip=tr.grad_clip,
-                         channels_last=tr.channels_last, log_every=tr.log_every)
+                         channels_last=tr.channels_last, log_every=tr.log_every,
+                         last_good=self.health.last_good())
         t = time.time()
         stats = train_epoch(f, run, spec, self.logger)
         dt = time.time() - t
         c.step += stats["steps"]
         c.images += stats["images"] * f.world_size
         c.train_time += dt
+        bad = nonfinite_state(self.distiller.student, self.distiller.connectors)
+        if bad:  # e.g. BatchNorm running_var overflowed while batch statistics kept the loss finite
+            raise NonFiniteLoss(nonfinite_message(bad, spec.where, self.health.last_good()))
         if run.sched is not None and run.when == "plateau":
             run.sched.step(stats["loss"])
         elif run.sched is not None and run.when == "epoch":
@@ -274,9 +289,11 @@ class Engine:
         loaders = {k: v for k, v in (("val", run.val_loader), ("select", run.select_loader))
                    if v is not None}
         if loaders and ((epoch + 1) % stage.val_every == 0 or last):
+            self._seen = {}
             for split, loader in loaders.items():
                 row.update(self._validate(stage, loader, split))
             self._select(si, stage, epoch, row)
+            self._check_validation(stage, epoch, run)
         c.epoch = epoch + 1
         self.history.append({"stage": si, "epoch": epoch + 1, **{k: v for k, v in row.items()
                                                                    if not isinstance(v, list)}})
@@ -302,11 +319,13 @@ class Engine:
         with_losses = stage.select.metric.startswith(f"{split}/loss")
         d.eval()
         def fwd(images, mask):
+            self._seen.setdefault("images", images)  # the first batch, for the train/eval-mode check
             with f.autocast():
                 return d(images, mask, with_losses=with_losses)
         m = evaluate(fwd, loader, self.meta["num_classes"], self.meta["ignore_index"], f.device,
-                     self.cfg.trainer.channels_last, per_image=False,
+                     self.cfg.trainer.channels_last, per_image=False, counts=True,
                      reduce=(lambda t: f.all_reduce(t, reduce_op="sum")) if f.world_size > 1 else None)
+        self._seen[split] = (m.pop("label_pixels"), m.pop("pred_pixels"))
         d.train()
         out = {f"{split}/mIoU": m["mIoU"], f"{split}/pixel_acc": m["pixel_acc"],
                f"{split}/per_class_iou": m["per_class_iou"]}
@@ -332,7 +351,34 @@ class Engine:
                 save_checkpoint(self._model_ckpt({"selected": {"stage": stage.name, "metric": key,
                                                                "value": value, "epoch": epoch + 1}}),
                                 self.run_dir / "best.pt")
+            self.health.saved["best.pt"] = f"stage '{stage.name}' epoch {epoch + 1}"
         self.fabric.barrier()
+
+    # ================================================================== warnings
+    def _warn(self, msg: Optional[str], stage: StageCfg, epoch: int, key: Optional[tuple] = None) -> None:
+        """Say ``msg`` (if any) once: stderr, metrics.jsonl, last.pt and summary.json."""
+        if msg and self.health.add(msg, key):
+            self.logger.warn(msg, self.counters.step, stage=stage.name, epoch=epoch)
+
+    def _check_validation(self, stage: StageCfg, epoch: int, run: StageRun) -> None:
+        """After an epoch's validation, warn (once per stage each) when a split's predictions
+        collapsed to one class, and when train-mode and eval-mode predictions of the first
+        validation batch disagree grossly (on the main process only). Not before the stage's
+        running statistics could have settled (early epochs of a long stage), except at its end."""
+        where, classes = f"stage '{stage.name}' epoch {epoch + 1}", self.meta["classes"]
+        steps = (epoch + 1) * -(-run.iters // self.cfg.trainer.grad_accum)
+        if epoch + 1 < stage.epochs and steps < bn_steps_needed(training_batchnorms(self.distiller.student)):
+            self._seen = {}
+            return
+        for split in ("val", "select"):
+            if split in self._seen:
+                self._warn(collapse_warning(*self._seen[split], classes, split, where), stage,
+                           epoch + 1, ("collapse", stage.name, split))
+        if self._seen.get("images") is not None and self.fabric.is_global_zero:
+            with self.fabric.autocast():
+                msg = mode_check(self.distiller, self._seen["images"], classes, where)
+            self._warn(msg, stage, epoch + 1, ("modes", stage.name))
+        self._seen = {}
 
     # ================================================================== checkpoints
     def _model_ckpt(self, extra: dict | None = None) -> dict:
@@ -345,8 +391,11 @@ class Engine:
             ck.update(kind="run", optimizer=run.opt.state_dict(),
                       scheduler=run.sched.state_dict() if run.sched is not None else None,
                       connectors={k: v.cpu() for k, v in self.distiller.connectors.state_dict().items()},
-                      rng=rng_state(), progress=self.counters.to_dict(), history=self.history)
+                      rng=rng_state(), progress=self.counters.to_dict(), history=self.history,
+                      warnings=list(self.health.warnings))
             save_checkpoint(ck, self.run_dir / "last.pt")
+        c = self.counters
+        self.health.saved["last.pt"] = f"stage '{self.cfg.stages[c.stage].name}' epoch {c.epoch}"
         self.fabric.barrier()
 
     # ================================================================== final evaluation

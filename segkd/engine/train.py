@@ -14,7 +14,8 @@ from .state import StageRun
 @dataclass(frozen=True)
 class EpochSpec:
     """How one epoch trains: ``labeled`` batches carry masks; ``accum`` iterations per optimiser
-    step; ``title`` names the progress bar, ``where`` the epoch in a non-finite-loss error;
+    step; ``title`` names the progress bar, ``where`` the epoch in a non-finite-loss error and
+    ``last_good`` the checkpoints it can fall back on (a sentence naming only files that exist);
     ``step0`` is the run's optimiser step count before the epoch (x axis of the step log)."""
 
     labeled: bool
@@ -25,6 +26,7 @@ class EpochSpec:
     grad_clip: Optional[float] = None
     channels_last: bool = False
     log_every: int = 50
+    last_good: str = "No checkpoint was written before it"
 
 
 def _batches(loader, iters: int):
@@ -38,13 +40,13 @@ def _batches(loader, iters: int):
                 return
 
 
-def _check_finite(out: dict, where: str, i: int) -> None:
+def _check_finite(out: dict, spec: "EpochSpec", i: int) -> None:
     if bool(torch.isfinite(out["loss"])):
         return
     bad = [k[5:] for k, v in out.items() if k.startswith("loss/") and not bool(torch.isfinite(v))]
-    raise NonFiniteLoss(f"loss became non-finite at {where}, iteration {i + 1}: "
-                        f"term(s) {', '.join(bad) or 'total'}. The last good checkpoint is "
-                        "last.pt in the run directory; lower the learning rate or a term weight.")
+    raise NonFiniteLoss(f"loss became non-finite at {spec.where}, iteration {i + 1}: "
+                        f"term(s) {', '.join(bad) or 'total'}. {spec.last_good}; lower the "
+                        "learning rate or a term weight.")
 
 
 def _clip(fabric, run: StageRun, spec: "EpochSpec", out: dict, i: int) -> None:
@@ -56,9 +58,8 @@ def _clip(fabric, run: StageRun, spec: "EpochSpec", out: dict, i: int) -> None:
         if "non-finite" not in str(err):
             raise
         raise NonFiniteLoss(f"gradient norm became non-finite at {spec.where}, iteration {i + 1} "
-                            f"(loss {float(out['loss'].detach()):.4g}). The last good checkpoint is "
-                            "last.pt in the run directory; lower the learning rate or a term "
-                            "weight.") from None
+                            f"(loss {float(out['loss'].detach()):.4g}). {spec.last_good}; lower the "
+                            "learning rate or a term weight.") from None
 
 
 def train_epoch(fabric, run: StageRun, spec: EpochSpec, logger) -> dict:
@@ -109,7 +110,7 @@ def train_epoch(fabric, run: StageRun, spec: EpochSpec, logger) -> dict:
                 sums[k] = sums.get(k, 0) + v.detach()
         images += x.shape[0]
         if (i + 1) % check_every == 0 or i + 1 == iters:
-            _check_finite(out, spec.where, i)
+            _check_finite(out, spec, i)
         status = None
         if (i + 1) % log_every == 0:
             status = (f"loss {float(sums['loss']) / (i + 1):.4f}  lr {opt.param_groups[0]['lr']:.2e}  "
