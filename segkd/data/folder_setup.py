@@ -139,7 +139,8 @@ def with_suggestions(report: Any, options: dict[str, Any]) -> Any:
     if not report.suggestions:
         return report
     new = rejudge(report, {**options, **report.suggestions})
-    sets = ", ".join(f"palette ({len(v)} colours)" if k == "palette" else f"{k}={value_map_text(v)}"
+    sets = ", ".join(f"palette ({len(v)} colours; palette[i] is class i: reorder it to match your "
+                     "classes)" if k == "palette" else f"{k}={value_map_text(v)}"
                      for k, v in report.suggestions.items())
     still = {f.message for f in new.findings if f.level == "error"}
     # a finding says "what was found; what to do": keep the first part, then what the config does
