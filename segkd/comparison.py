@@ -56,15 +56,12 @@ def _values(group: list[dict], split: str, metric: str) -> list[float]:
     return out
 
 
-def compare(groups: dict[tuple[str, str, float], list[dict]], baseline: str,
-            teacher_score: Optional[float] = None, split: str = "val",
-            metric: str = "mIoU") -> list[dict[str, Any]]:
-    """One row per (model, method, fraction) group that has a baseline group of the same model
-    and fraction: mean, std, delta with its interval, share of the gap, verdict.
+GroupKey = tuple[str, str, float]
 
-    ``baseline`` may list several methods, comma-separated ("a_labels,b_labels"): each (model,
-    fraction) is then compared with the one of them it has, e.g. each Plug-and-Play size with
-    the same architecture trained with labels; two of them for one model is an error."""
+
+def _bases_by_name(groups: dict[GroupKey, list[dict]], baseline: str
+                   ) -> dict[tuple[str, float], tuple[str, list[dict]]]:
+    """(model, fraction) -> (method, runs) of the baseline method(s) named in ``baseline``."""
     names = [b.strip() for b in baseline.split(",") if b.strip()]
     bases: dict[tuple[str, float], tuple[str, list[dict]]] = {}
     for (m, meth, f), g in groups.items():
@@ -77,6 +74,26 @@ def compare(groups: dict[tuple[str, str, float], list[dict]], baseline: str,
         known = sorted({meth for _, meth, _ in groups})
         raise SegkdError(f"baseline method '{baseline}' not found among the runs; methods: "
                          f"{', '.join(known)}")
+    return bases
+
+
+def compare(groups: dict[GroupKey, list[dict]], baseline: str | dict[tuple[str, float], str],
+            teacher_score: Optional[float] | dict[GroupKey, float] = None, split: str = "val",
+            metric: str = "mIoU") -> list[dict[str, Any]]:
+    """One row per (model, method, fraction) group that has a baseline group of the same model
+    and fraction: mean, std, delta with its interval, share of the gap, verdict.
+
+    ``baseline`` may list several methods, comma-separated ("a_labels,b_labels"): each (model,
+    fraction) is then compared with the one of them it has, e.g. each Plug-and-Play size with
+    the same architecture trained with labels; two of them for one model is an error. It may
+    also map each (model, fraction) to its baseline method (the roles `segkd report` found).
+    ``teacher_score`` is one score for all, or one per group (each student's own teacher)."""
+    if isinstance(baseline, dict):
+        bases = {mf: (meth, groups[(mf[0], meth, mf[1])]) for mf, meth in baseline.items()}
+        names = list(baseline.values())
+    else:
+        bases = _bases_by_name(groups, baseline)
+        names = [b.strip() for b in baseline.split(",") if b.strip()]
     rows = []
     for (model, method, frac), group in groups.items():
         base_method, base = bases.get((model, frac), (None, None))
@@ -97,7 +114,11 @@ def compare(groups: dict[tuple[str, str, float], list[dict]], baseline: str,
                 _, row["low"], row["high"] = ci
                 row["verdict"] = ("better" if row["low"] > 0 else "worse" if row["high"] < 0
                                   else "no difference")
-            gap = None if teacher_score is None else teacher_score - float(np.mean(bvals))
+            else:
+                row["verdict"] = "no interval (n=1)"
+            score = (teacher_score.get((model, method, frac)) if isinstance(teacher_score, dict)
+                     else teacher_score)
+            gap = None if score is None else score - float(np.mean(bvals))
             if gap is not None and gap > 0:
                 row["share"] = row["delta"] / gap
         rows.append(row)
@@ -110,12 +131,15 @@ def _selection_sentence(rows: list[dict]) -> str:
     return f" Epoch reported: {'; '.join(chosen)}." if chosen else ""
 
 
-def comparison_markdown(rows: list[dict], baseline: str, teacher_score: Optional[float],
+def comparison_markdown(rows: list[dict], baseline: str,
+                        teacher_score: Optional[float] | dict[GroupKey, float],
                         split: str = "val", metric: str = "mIoU") -> str:
     """The comparison as Markdown, with a sentence saying how each column is computed."""
     lines = [f"# Methods vs the '{baseline}' baseline ({split} {metric})", ""]
-    if teacher_score is not None:
-        lines.append(f"Teacher {split} {metric}: {teacher_score:.4f}.")
+    scores = sorted(set(teacher_score.values())) if isinstance(teacher_score, dict) else (
+        [] if teacher_score is None else [teacher_score])
+    if scores:
+        lines.append(f"Teacher {split} {metric}: {' / '.join(f'{v:.4f}' for v in scores)}.")
     lines += ["Cells: mean ± sample std over seeds; Δ = method mean − baseline mean with a Welch 95% "
               "interval; gap share = Δ / (teacher − baseline); 'no difference' when the interval "
               "contains 0." + _selection_sentence(rows), "",

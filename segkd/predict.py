@@ -1,9 +1,10 @@
-"""``segkd predict``: masks for images or a folder, as colour PNGs + overlays, raw ids, or
-benchmark-server submissions (Cityscapes labelIds, VOC palette PNGs)."""
+"""``segkd predict``: masks for images and folders, as colour PNGs + overlays (with a legend of
+the class colours, legend.png), raw ids, or benchmark-server submissions (Cityscapes labelIds,
+VOC palette PNGs)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -48,9 +49,32 @@ def _inputs(path: Path) -> list[Path]:
     raise SegkdError(f"no such image or folder: {path}")
 
 
-def predict_paths(checkpoint: str, inputs: str, out_dir: str, size: Optional[tuple[int, int]] = None,
-                  fmt: str = "color", flip: bool = False) -> int:
-    """Predict every image under ``inputs``; write results to ``out_dir``; return the count.
+def _all_inputs(inputs: str | Sequence[str]) -> list[Path]:
+    """The images of every input (files and folders), each once; two images whose outputs would
+    share a name (the same stem) are an error naming both."""
+    files = list(dict.fromkeys(f for i in ([inputs] if isinstance(inputs, (str, Path)) else inputs)
+                               for f in _inputs(Path(i))))
+    stems: dict[str, Path] = {}
+    for f in files:
+        if f.stem in stems:
+            raise SegkdError(f"{stems[f.stem]} and {f} would write the same output names "
+                             f"({f.stem}_*.png); predict them into separate --out folders")
+        stems[f.stem] = f
+    return files
+
+
+def write_legend(classes: Sequence[str], palette, path: Path) -> Path:
+    """A PNG of the class colours with their names (the key to the colour masks and overlays)."""
+    from .report_figures import legend_figure, to_png
+
+    path.write_bytes(to_png(legend_figure(list(classes), palette)))
+    return path
+
+
+def predict_paths(checkpoint: str, inputs: str | Sequence[str], out_dir: str,
+                  size: Optional[tuple[int, int]] = None, fmt: str = "color", flip: bool = False) -> int:
+    """Predict every image of ``inputs`` (image files and folders); write results to
+    ``out_dir`` (the colour format also writes legend.png); return the count.
 
     The format, the inputs and the output folder are checked before the model is loaded; a
     failure part-way says which outputs were written."""
@@ -58,7 +82,7 @@ def predict_paths(checkpoint: str, inputs: str, out_dir: str, size: Optional[tup
 
     if fmt not in ("color", "ids", *submission.FORMATS):
         raise SegkdError(f"unknown --format '{fmt}': color | ids | cityscapes | voc")
-    files = _inputs(Path(inputs))
+    files = _all_inputs(inputs)
     out = check_output_dir(out_dir, "predictions to")
     fwd, meta = _predictor(checkpoint)
     if fmt in submission.FORMATS:  # before anything is written
@@ -71,6 +95,9 @@ def predict_paths(checkpoint: str, inputs: str, out_dir: str, size: Optional[tup
     done: list[Path] = []
     try:
         out.mkdir(parents=True, exist_ok=True)
+        if fmt == "color":
+            classes = meta.get("classes") or [f"class {i}" for i in range(len(palette))]
+            write_legend(classes, palette, out / "legend.png")
         for f in files:
             img = read_image(f)  # uint8 [3,H,W]
             x = img.unsqueeze(0).float() / 255.0

@@ -24,6 +24,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from .report_analysis import class_means as _class_means
 from .report_runs import group_runs, load_runs, selection_label
 
 SPLITS = ("train", "val", "test")
@@ -105,15 +106,17 @@ def aggregate(runs: list[dict], metric: str = "mIoU", per_image: bool = False,
         for split in SPLITS:
             vals = [v for r in group if (v := _split_value(r["summary"], split, metric)) is not None]
             row[split] = _mean_std(vals, ddof)
+            row[f"{split}_n"] = len(vals)
         rows.append(row)
     return sorted(rows, key=lambda r: (r["method"], -r["fraction"], r["params"] or 0, r["model"]))
 
 
-def _pm(cell: Optional[tuple[float, float]]) -> str:
+def _pm(cell: Optional[tuple[float, float]], n: int = 2) -> str:
+    """'mean ± std'; from one seed the value alone (the Seeds column says n=1), never '± 0'."""
     if cell is None:
         return DASH
     mean, std = cell
-    return f"{mean:.4f} ± {_fmt(std)}"
+    return f"{mean:.4f}" if n < 2 or math.isnan(std) else f"{mean:.4f} ± {_fmt(std)}"
 
 
 def describe(rows: list[dict]) -> str:
@@ -126,7 +129,7 @@ def describe(rows: list[dict]) -> str:
     std = "population std (ddof=0, as kdsemseg)" if ddof == 0 else "sample std (ddof=1)"
     chosen = sorted({s for r in rows for s in r.get("selection", [])})
     how = f" Epoch reported: {'; '.join(chosen)}." if chosen else ""
-    return f"Metric: {what}. Cells: mean ± {std} over seeds.{how}"
+    return f"Metric: {what}. Cells: mean ± {std} over seeds (one seed: its value).{how}"
 
 
 
@@ -144,7 +147,8 @@ def _head(rows: list[dict]) -> list[str]:
 
 def _cells(row: dict) -> list[str]:
     params = f"{row['params'] / 1e6:.2f}" if row["params"] else DASH
-    return [row["model"], params, str(row["n"])] + [_pm(row[s]) for s in SPLITS]
+    return [row["model"], params, str(row["n"])] + [_pm(row[s], row.get(f"{s}_n", row["n"]))
+                                                   for s in SPLITS]
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -184,31 +188,23 @@ def rich_table(rows: list[dict]) -> Table:
     return table
 
 
-def write_tables(rows: list[dict], out_dir: str | Path, console: Optional[Console] = None) -> dict:
-    """Write results.md and results.csv into ``out_dir`` and print the table; returns the paths."""
+def write_tables(rows: list[dict], out_dir: str | Path, console: Optional[Console] = None,
+                 show: Optional[list] = None) -> dict:
+    """Write results.md and results.csv into ``out_dir`` and print the table (or what ``show``
+    holds: the report's 80-column table and its legend); returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, cs = out / "results.md", out / "results.csv"
     md.write_text(markdown_table(rows))
     with cs.open("w", newline="") as fh:
         csv.writer(fh).writerows(_csv_rows(rows))
-    (console or Console()).print(rich_table(rows))
+    console = console or Console()
+    for item in show or [rich_table(rows)]:
+        console.print(item)
     return {"markdown": md, "csv": cs}
 
 
 # ---------------------------------------------------------------------------- per-class IoU
-def _class_means(group: list[dict], split: str = "val") -> list[Optional[float]]:
-    """Mean over seeds of each class's IoU (a seed where the class is absent is skipped)."""
-    per_seed = [(r["summary"].get("splits") or {}).get(split, {}).get("per_class_iou") or []
-                for r in group]
-    width = max((len(p) for p in per_seed), default=0)
-    means: list[Optional[float]] = []
-    for c in range(width):
-        vals = [p[c] for p in per_seed if c < len(p) and p[c] is not None]
-        means.append(float(np.mean(vals)) if vals else None)
-    return means
-
-
 def per_class_table(runs: list[dict], split: str = "val") -> str:
     """Markdown: per-class IoU (mean over seeds) of each group; one table per class list."""
     tables: dict[tuple[str, ...], list[str]] = {}
@@ -228,34 +224,31 @@ def per_class_table(runs: list[dict], split: str = "val") -> str:
 
 
 # ------------------------------------------------------------------------------------- plot
-def plot_size_vs_miou(rows: list[dict], path: str | Path) -> Path:
-    """PNG: validation mean (y, error bar = std) vs student parameters in millions, per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    series: dict[str, list[tuple[float, float, float]]] = {}
+def _points(rows: list[dict], key: str, scale: float) -> list[dict]:
+    out = []
     for r in rows:
-        if r["val"] is None or not r["params"]:
+        if r.get("val") is None or not r.get(key):
             continue
         label = r["method"] if r["fraction"] == 1.0 else f"{r['method']} (f={r['fraction']:g})"
-        std = r["val"][1] if not math.isnan(r["val"][1]) else 0.0
-        series.setdefault(label, []).append((r["params"] / 1e6, r["val"][0], std))
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for label, pts in sorted(series.items()):
-        x, y, e = zip(*sorted(pts))
-        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=label)
-    ax.set_xlabel("student parameters (M)")
-    ax.set_ylabel(f"val {_SHORT.get(rows[0]['metric'], rows[0]['metric']) if rows else 'mIoU'}")
-    ax.grid(alpha=0.3)
-    if series:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        out.append({"label": f"{r['id']} {label}" if r.get("id") else label,
+                    "x": r[key] * scale, "y": r["val"][0], "yerr": r["val"][1],
+                    "role": r.get("role", "student")})
+    return out
+
+
+def plot_size_vs_miou(rows: list[dict], path: str | Path, key: str = "params",
+                      xlabel: str = "parameters (M)") -> Path:
+    """PNG: validation mean (y, error bar = std over seeds) against model parameters in millions
+    (or ``key``, e.g. ``latency_ms``): one labelled point per row, no lines between them, the
+    teacher (rows with roles, see segkd.report_analysis) a red star."""
+    from .report_figures import scatter_figure, to_png
+
+    metric = rows[0]["metric"] if rows and "metric" in rows[0] else "mIoU"
+    fig = scatter_figure(_points(rows, key, 1e-6 if key == "params" else 1.0), xlabel,
+                         f"val {_SHORT.get(metric, metric)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    path.write_bytes(to_png(fig, dpi=120))
     return path
 
 
@@ -263,27 +256,84 @@ def plot_size_vs_miou(rows: list[dict], path: str | Path) -> Path:
 def report(paths: Iterable[str | Path], out_dir: str | Path, per_image: bool = False,
            sample_std: bool = False, plot: bool = False, metric: str = "mIoU",
            console: Optional[Console] = None, baseline: Optional[str] = None,
-           teacher_score: Optional[float] = None) -> dict:
-    """Load runs, write results.md / results.csv / per_class.md (and size_vs_miou.png; with
-    ``baseline``, comparison.md: each method against it, see segkd.comparison)."""
+           teacher_score: Optional[float] = None, teacher_eval: Optional[str | Path] = None,
+           html: Optional[str | Path] = None, screenshot: bool = False,
+           latency: Optional[bool] = None, setup=None, size: Optional[tuple[int, int]] = None,
+           gallery: int = 6, device: str = "cpu") -> dict:
+    """Load runs, find their roles (teacher, baselines, students: segkd.report_roles), write
+    results.md / results.csv / per_class.md, comparison.md (each run against the baseline of its
+    model, the share of the teacher-baseline gap), with ``plot`` size_vs_miou.png (and
+    latency_vs_miou.png), with ``html`` the one-file page (segkd.report_html; ``screenshot``:
+    a PNG of it beside it). ``latency`` (default: with ``html``) measures each model with
+    ``setup`` (a segkd.compare.LatencySetup; default CPU, fp32, batch 1, 1 thread) at ``size``
+    (default: the runs' input size)."""
+    from .report_analysis import analyse, read_teacher_eval
+    from .report_terminal import legend, terminal_table
+
     runs = load_runs(paths)
     notes: list[str] = []
-    rows = aggregate(runs, metric=metric, per_image=per_image, ddof=1 if sample_std else 0,
-                     notes=notes)
-    for note in notes:
-        (console or Console()).print(f"[yellow]note:[/yellow] {note}", highlight=False)
-    written = write_tables(rows, out_dir, console)
+    ddof = 1 if sample_std else 0
+    rows = aggregate(runs, metric=metric, per_image=per_image, ddof=ddof, notes=notes)
+    metric_key = "per_image_iou" if per_image else metric
+    analysis = analyse(rows, group_runs(runs), metric_key, baseline=baseline,
+                       teacher_score=teacher_score,
+                       teacher_eval=read_teacher_eval(teacher_eval) if teacher_eval else None,
+                       notes=notes)
+    if latency if latency is not None else html is not None:
+        from .compare import LatencySetup
+        from .report_measure import measure
+
+        measure(analysis, setup or LatencySetup(threads=1), size)
+    console = console or Console()
+    for note in analysis.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    written = write_tables(rows, out_dir, console, show=[terminal_table(analysis), *legend(analysis, ddof)])
     pc = Path(out_dir) / "per_class.md"
     pc.write_text(per_class_table(runs))
     written["per_class"] = pc
     if plot:
-        written["plot"] = plot_size_vs_miou(rows, Path(out_dir) / "size_vs_miou.png")
-    if baseline:
-        from .comparison import compare, comparison_markdown
-
-        metric_key = "per_image_iou" if per_image else metric
-        cmp_rows = compare(group_runs(runs), baseline, teacher_score, metric=metric_key)
-        path = Path(out_dir) / "comparison.md"
-        path.write_text(comparison_markdown(cmp_rows, baseline, teacher_score, metric=metric_key))
-        written["comparison"] = path
+        written["plot"] = plot_size_vs_miou(analysis.rows, Path(out_dir) / "size_vs_miou.png")
+        if analysis.latency:
+            written["latency_plot"] = plot_size_vs_miou(
+                analysis.rows, Path(out_dir) / "latency_vs_miou.png", "latency_ms", "latency (ms)")
+    written.update(_comparison_md(analysis, out_dir, baseline))
+    if html:
+        written.update(_html(analysis, runs, html, screenshot, gallery, device, ddof, console))
     return written
+
+
+def _comparison_md(analysis, out_dir: str | Path, baseline: Optional[str]) -> dict:
+    from .comparison import comparison_markdown
+
+    cmp_rows = [r["cmp"] for r in analysis.rows if r.get("cmp")]
+    if not cmp_rows:
+        return {}
+    names = baseline or ", ".join(sorted({k[1] for k in analysis.roles.baseline_of.values()}))
+    shared = {k: v for k, v in analysis.teacher_scores.items()
+              if any(r["key"] == k and r.get("cmp") for r in analysis.rows)}
+    path = Path(out_dir) / "comparison.md"
+    path.write_text(comparison_markdown(cmp_rows, names, shared or None, split=analysis.split,
+                                        metric=analysis.metric))
+    return {"comparison": path}
+
+
+def _html(analysis, runs: list[dict], html: str | Path, screenshot: bool, gallery: int,
+          device: str, ddof: int, console: Console) -> dict:
+    from .report_gallery import build_gallery
+    from .report_html import rel, write_html
+
+    shown, gallery_notes = (build_gallery(analysis, n=gallery, device=device) if gallery > 0
+                            else (None, ["prediction gallery not asked for (--gallery 0)"]))
+    studies = sorted({str((r.get("study") or {}).get("study")) for r in runs if r.get("study")})
+    title = f"segkd report: {', '.join(studies) if studies else rel(Path(runs[0]['dir']).parent)}"
+    page = write_html(analysis, html, title, shown, gallery_notes, ddof)
+    out = {"html": page}
+    if screenshot:
+        from .report_browser import render
+
+        png = page.with_suffix(".png")
+        render(page, screenshot=png)
+        out["screenshot"] = png
+    for note in gallery_notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    return out

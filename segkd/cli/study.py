@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from ..errors import SegkdError
 from .base import out, overrides
 
 
@@ -48,20 +49,48 @@ def report(run_dirs: List[Path] = typer.Argument(..., help="run directories or f
            out_dir: Optional[Path] = typer.Option(None, "--out", help="where to write (default: first RUN_DIR)"),
            per_image: bool = typer.Option(False, "--per-image", help="kdsemseg per-image IoU, not mIoU"),
            sample_std: bool = typer.Option(False, "--sample-std", help="std with ddof=1 (default ddof=0)"),
-           plot: bool = typer.Option(False, "--plot", help="also write size_vs_miou.png"),
+           plot: bool = typer.Option(False, "--plot", help="also write size_vs_miou.png (and "
+                                     "latency_vs_miou.png when latency is measured)"),
            metric: str = typer.Option("mIoU", "--metric", help="mIoU | pixel_acc | mean_acc"),
-           baseline: Optional[str] = typer.Option(None, "--baseline", help="method to compare every "
-                                                  "other against (comparison.md: delta, 95% interval); "
-                                                  "a,b: each model against the one it has"),
-           teacher_score: Optional[float] = typer.Option(None, "--teacher-score", help="the teacher's "
-                                                         "val score: adds the share of the gap closed")) -> None:
-    """Mean ± std over seeds per (model, method, fraction): results.md, results.csv, per_class.md."""
+           baseline: Optional[str] = typer.Option(None, "--baseline", help="method(s) every other run "
+                                                  "is compared against (default: the runs trained "
+                                                  "without a teacher); a,b: each model against the "
+                                                  "one it has"),
+           teacher_score: Optional[float] = typer.Option(None, "--teacher-score", help="override the "
+                                                         "teacher's val score (default: the teacher "
+                                                         "run found among RUN_DIRS)"),
+           teacher_eval: Optional[Path] = typer.Option(None, "--teacher-eval", help="the teacher's "
+                                                       "`segkd eval --json` file, for a teacher that "
+                                                       "is not among the runs"),
+           html: Optional[Path] = typer.Option(None, "--html", help="also write this one-file HTML "
+                                               "page (tables, per-class IoU, predictions, curves, "
+                                               "plots, configs)"),
+           screenshot: bool = typer.Option(False, "--screenshot", help="with --html: a PNG of the "
+                                           "page beside it (headless Chromium)"),
+           latency: Optional[bool] = typer.Option(None, "--latency/--no-latency", help="measure each "
+                                                  "model's latency (default: with --html)"),
+           device: str = typer.Option("cpu", "--device", help="latency and gallery device"),
+           threads: int = typer.Option(1, "--threads", help="CPU threads while measuring latency"),
+           size: Optional[str] = typer.Option(None, "--size", help="H,W latency input (default: "
+                                              "the runs' input size)"),
+           gallery: int = typer.Option(6, "--gallery", help="validation images in the HTML "
+                                       "prediction gallery (0: none)")) -> None:
+    """Tables over runs: the teacher, baselines and students found from the runs themselves,
+    mean ± std over seeds, Δ vs baseline and the share of the teacher gap (results.md,
+    results.csv, per_class.md, comparison.md), latency, and with --html one page to look at."""
+    from ..compare import LatencySetup
     from ..report import report as write_report
+    from .base import pair
 
+    if screenshot and not html:
+        raise SegkdError("--screenshot needs --html OUT.html (the screenshot is written beside it)")
     dest = out_dir or (run_dirs[0] if run_dirs[0].is_dir() else run_dirs[0].parent)
     written = write_report(run_dirs, dest, per_image=per_image, sample_std=sample_std, plot=plot,
                            metric=metric, console=out, baseline=baseline,
-                           teacher_score=teacher_score)
+                           teacher_score=teacher_score, teacher_eval=teacher_eval, html=html,
+                           screenshot=screenshot, latency=latency,
+                           setup=LatencySetup(device=device, threads=threads), size=pair(size),
+                           gallery=gallery, device=device)
     for path in written.values():
         out.print(f"wrote {path}")
 

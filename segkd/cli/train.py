@@ -65,15 +65,16 @@ def eval_(checkpoint: Path = typer.Argument(..., help="segkd checkpoint (best.pt
 
 
 def predict(checkpoint: Path = typer.Argument(..., help="segkd checkpoint or .onnx"),
-            inputs: Path = typer.Argument(..., help="an image or a folder"),
+            inputs: List[Path] = typer.Argument(..., help="images and/or folders of images"),
             out_dir: Path = typer.Option(..., "--out"),
             size: Optional[str] = typer.Option(None, "--size", help="H,W input resize"),
             fmt: str = typer.Option("color", "--format", help="color | ids | cityscapes | voc"),
             flip: bool = typer.Option(False, "--flip")) -> None:
-    """Predict masks for images: colour masks and overlays (or benchmark-server PNGs)."""
+    """Predict masks for images: colour masks and overlays with a legend of the class colours
+    (legend.png), or benchmark-server PNGs."""
     from ..predict import predict_paths
 
-    n = predict_paths(str(checkpoint), str(inputs), str(out_dir), pair(size), fmt, flip)
+    n = predict_paths(str(checkpoint), [str(i) for i in inputs], str(out_dir), pair(size), fmt, flip)
     out.print(f"wrote predictions for {n} image(s) to {out_dir}")
 
 

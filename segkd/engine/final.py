@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from ..checkpoint import load_checkpoint, load_strict
+from ..checkpoint import load_strict, read_checkpoint
 from ..eval.inference import InferenceSpec
 from ..models.profile import count_params
 from .data import _dataset, make_loader
@@ -34,8 +34,11 @@ def final_summary(engine, wall: float) -> dict:
     f, cfg = engine.fabric, engine.cfg
     student = engine.distiller.student
     best_path = engine.run_dir / "best.pt"
+    best_sha256 = None
     if best_path.is_file():
-        load_strict(student, load_checkpoint(best_path)["state_dict"], str(best_path))
+        best = read_checkpoint(best_path)
+        load_strict(student, best.obj["state_dict"], str(best_path))
+        best_sha256 = best.sha256
     e = cfg.eval
     spec = InferenceSpec(sliding_crop=e.sliding.crop if e.sliding else None,
                          overlap=e.sliding.overlap if e.sliding else 1 / 3, flip=e.flip, scales=e.scales)
@@ -65,6 +68,9 @@ def final_summary(engine, wall: float) -> dict:
         # None without a file), never a later read of a file that may have changed since:
         # `segkd report` finds the teacher among the runs by it
         "teacher_sha256": engine.teacher_sha256,
+        # best.pt's sha256: a student whose teacher_sha256 it is learned from this run (found
+        # by `segkd report` even where the checkpoints are not kept)
+        "checkpoint_sha256": best_sha256,
         "fraction": cfg.data.fraction, "params": count_params(student),
         "replacements": engine.replacements, "splits": splits,
         "selected": {"metric": cfg.stages[-1].select.metric, "value": p["best"], "epoch": p["best_epoch"],
