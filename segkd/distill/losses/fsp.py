@@ -99,7 +99,7 @@ class FSPLoss(Loss):
     ``student`` / ``teacher``: lists of ``K + 1`` positions (``K`` sections, consecutive pairs);
     channels are matched per position by the term's connectors. ``match_size``: ``pool``
     (default) adaptive-average-pools a section's first map to its second's size; ``none``
-    requires equal sizes (the paper's sections). ``weights``: ``lambda_k`` (default ``1/K``)."""
+    requires equal sizes (the formula as written). ``weights``: ``lambda_k`` (default ``1/K``)."""
 
     inputs = "features"
     takes_lists = True
