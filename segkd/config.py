@@ -74,6 +74,16 @@ class DataCfg(_Strict):
         return v
 
 
+class InitMapCfg(_Strict):
+    """``model.init_match`` as a mapping: the student is the source model cut to fewer blocks
+    per stage and/or narrowed to fewer channels (segkd.models.narrow; ``segkd compress`` writes
+    it). ``blocks``: per stage path, the source block each student block starts from;
+    ``channels``: how the kept channels are chosen (bn: BatchNorm |gamma|, norm: filter L1)."""
+
+    blocks: dict[str, list[int]] = {}
+    channels: Literal["bn", "norm"] = "bn"
+
+
 class ModelCfg(_Strict):
     arch: str = "unet"
     encoder: Optional[str] = None
@@ -84,7 +94,8 @@ class ModelCfg(_Strict):
     init_from: Optional[str] = None  # a segkd checkpoint whose weights initialise this one, or "teacher"
     # strict: the same architecture; shared: every tensor with the same name and shape (e.g. a
     # ResNet18 UNet from a ResNet34 one: stem, decoder, head, first blocks of each stage)
-    init_match: Literal["strict", "shared"] = "strict"
+    # or a mapping {blocks, channels}: a depth-cut / narrowed copy of it (InitMapCfg)
+    init_match: Literal["strict", "shared"] | InitMapCfg = "strict"
     from_teacher: bool = False  # student = a copy of the teacher (Plug and Play), then `replace`
 
     @field_validator("init_from")

@@ -12,12 +12,12 @@ import typer
 
 from ..console import errors as err
 from ..errors import SegkdError, user_message
-from . import cheap, data, export, info, study, train
+from . import cheap, compress, data, export, info, study, train
 from .base import Interrupted, app, flags
 
 __all__ = ["app", "main"]
 
-for _group in (train, info, export, data, study, cheap):
+for _group in (compress, train, info, export, data, study, cheap):
     _group.register(app)
 
 

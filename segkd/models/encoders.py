@@ -25,7 +25,13 @@ KD_RESNET_LAYERS: dict[str, list[int]] = {
 _PRETRAINED_SOURCE = {"kd_resnet18": "resnet18.tv_in1k", "kd_resnet34": "resnet34.tv_in1k"}
 
 
-def _build(variant: str, pretrained: bool, **kwargs):
+def _build(variant: str, pretrained: bool, layers=None, **kwargs):
+    """``layers`` (blocks per stage) overrides the variant's: a depth-cut copy of it (e.g. the
+    teacher cut by ``segkd compress``); ``channels`` / ``stem_width`` (timm's ResNet arguments)
+    narrow it. Either makes an architecture without ImageNet weights."""
+    if pretrained and (layers is not None or "channels" in kwargs or "stem_width" in kwargs):
+        raise ValueError(f"{variant} with other layers/channels has no ImageNet weights; "
+                         "set pretrained: false")
     if pretrained:
         if variant not in _PRETRAINED_SOURCE:
             raise ValueError(
@@ -38,7 +44,7 @@ def _build(variant: str, pretrained: bool, **kwargs):
     cfg = {"architecture": variant, "num_classes": 1000, "input_size": (3, 224, 224)}
     kwargs["pretrained_cfg"] = kwargs.get("pretrained_cfg") or cfg
     return build_model_with_cfg(ResNet, variant, False, block=BasicBlock,
-                                layers=KD_RESNET_LAYERS[variant], **kwargs)
+                                layers=list(layers or KD_RESNET_LAYERS[variant]), **kwargs)
 
 
 def _entrypoint(variant: str):
