@@ -81,6 +81,10 @@ def test_depth_cut_to_a_named_variant_and_the_config_mapping():
         student_spec({"arch": "fpn", "kwargs": {"encoder": "kd_resnet34"}}, width=0.5)
     with pytest.raises(ConfigError, match="cannot keep"):
         keep_blocks([3, 4, 6, 3], [4, 1, 1, 1])
+    from segkd.models.narrow import block_spec
+
+    with pytest.raises(ConfigError, match="must start with block 0"):
+        block_spec({"encoder.model.layer3": [1]})
 
 
 def test_a_narrowed_kd_resnet_trains_from_the_teacher(tmp_path, teacher_ckpt):
@@ -90,7 +94,7 @@ def test_a_narrowed_kd_resnet_trains_from_the_teacher(tmp_path, teacher_ckpt):
     raw = tiny_cfg(name="narrow", model={"encoder": "kd_resnet14", "kwargs": {
         "layers": [1, 1, 1, 1], "channels": [64, 64, 128, 256],
         "decoder_channels": [128, 64, 32, 16, 8]}, "init_from": "teacher",
-        "init_match": {"blocks": {"encoder.model.layer3": [1], "encoder.model.layer4": [0]}}},
+        "init_match": {"blocks": {"encoder.model.layer3": [0], "encoder.model.layer4": [0]}}},
         teacher={"checkpoint": str(teacher_ckpt)},
         stages=[{"terms": [{"loss": "ce"}, {"loss": "dist"}]}])
     summary = Engine(config_from_dict(raw), tmp_path / "run").run()

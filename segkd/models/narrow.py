@@ -220,5 +220,8 @@ def block_spec(blocks: dict[str, Any]) -> dict[str, list[int]]:
     for k, v in blocks.items():
         if not isinstance(v, (list, tuple)) or not all(isinstance(i, int) and i >= 0 for i in v):
             raise ConfigError(f"init_match.blocks.{k}: expected a list of block indices, got {v!r}")
+        if v and v[0] != 0:
+            raise ConfigError(f"init_match.blocks.{k}: {list(v)} must start with block 0 (the first "
+                              "block of a stage holds its stride and downsample projection)")
         out[str(k)] = list(v)
     return out
