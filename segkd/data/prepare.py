@@ -10,7 +10,6 @@ is reported. ``report.ok`` is False when something would break or silently spoil
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from collections import Counter
@@ -28,9 +27,9 @@ from rich.table import Table
 from segkd.data import build_dataset
 from segkd.data.base import read_image, read_raw_mask
 from segkd.data.mask_values import LOSSY_EXTS, lossy_findings, map_findings, value_counts
-from segkd.data.pairing import SCANNERS, LayoutMeta, Pairing, layout_meta
-from segkd.errors import ConfigError, SegkdError
-from segkd.registry import DATASETS
+from segkd.data.pairing import LayoutMeta, Pairing
+from segkd.data.spec import dataset_spec
+from segkd.errors import SegkdError
 
 LOSSY = LOSSY_EXTS
 
@@ -97,13 +96,10 @@ class PrepareReport:
 
 
 # ----------------------------------------------------------------------------- builders
-def _check_options(name: str, options: dict) -> None:
-    """ConfigError naming an option the builder does not take."""
-    params = inspect.signature(DATASETS.get(name)).parameters
-    accepted = sorted(set(params) - {"root", "split", "transform"})
-    for key in options:
-        if key not in accepted and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-            raise ConfigError(f"dataset '{name}' has no option '{key}'; options: {', '.join(accepted)}")
+def _layout_meta(name: str, root: Path, options: dict) -> LayoutMeta:
+    """Classes and label mapping from the dataset's spec, without building a split."""
+    meta = dataset_spec(name).meta
+    return (meta(root, options) if meta is not None else None) or LayoutMeta([], 255)
 
 
 def _load_splits(name: str, root: Path, splits: list[str],
@@ -328,9 +324,9 @@ def prepare(name: str, root: str | Path, *, max_masks: int | None = 500,
     all). ``splits``: only these splits (default: every split found).
     """
     root = Path(root).expanduser()
-    DATASETS.get(name)  # an unknown name raises with suggestions
-    _check_options(name, options)
-    scanner, pairings = SCANNERS.get(name), None
+    spec = dataset_spec(name)  # an unknown name raises with suggestions
+    spec.check_options(options, "")
+    scanner, pairings = spec.scan, None
     if scanner is not None:
         try:
             pairings = scanner(root, options) if root.is_dir() else {}
@@ -350,7 +346,7 @@ def prepare(name: str, root: str | Path, *, max_masks: int | None = 500,
                    else SplitReport(split))
         rep.load_error = errors.get(split)
         reports.append(rep)
-    meta = meta or layout_meta(name, root, options) or LayoutMeta([], 255)
+    meta = meta or _layout_meta(name, root, options)
     return _judge(name, root, reports, meta, options)
 
 
@@ -376,7 +372,7 @@ def rejudge(report: PrepareReport, options: dict[str, Any]) -> PrepareReport:
     root = Path(report.root)
     _, errors, meta = _load_splits(report.name, root, [r.split for r in report.splits], options)
     reports = [replace(r, load_error=errors.get(r.split)) for r in report.splits]
-    meta = meta or layout_meta(report.name, root, options) or LayoutMeta([], 255)
+    meta = meta or _layout_meta(report.name, root, options)
     return _judge(report.name, root, reports, meta, options)
 
 

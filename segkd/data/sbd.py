@@ -13,7 +13,7 @@ from PIL import Image
 from rich.progress import track
 
 from segkd.console import console, say
-from segkd.data.voc import read_id_list
+from segkd.data.base import read_id_list
 from segkd.errors import DataError, SegkdError
 
 MaskReader = Callable[[Path], np.ndarray]

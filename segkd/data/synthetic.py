@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from segkd.data.base import SegmentationDataset, Transform
+from segkd.data.base import SegmentationDataset
+from segkd.data.spec import DatasetSpec, register_dataset
 from segkd.errors import DataError
-from segkd.registry import DATASETS
 
 SYNTHETIC_CLASSES = ["background_sky", "ground", "pole", "vehicle", "sign", "person"]
 SYNTHETIC_MEAN = (0.5, 0.5, 0.5)
@@ -120,12 +120,9 @@ class SyntheticDataset(SegmentationDataset):
         return render_scene(self.size, self.num_classes, scene_generator(self.seed, self.split, index))
 
 
-@DATASETS.register("synthetic")
 def synthetic(
     root: str | Path | None = None,
     split: str = "train",
-    transform: Transform | None = None,
-    cache: bool = False,
     num_images: int | None = None,
     size: tuple[int, int] = (96, 128),
     num_classes: int = 6,
@@ -143,6 +140,8 @@ def synthetic(
     items = [(Path(f"synthetic_{split}_{i:05d}"), None) for i in range(n)]
     return SyntheticDataset(
         split=split, seed=seed, size=size, items=items, classes=SYNTHETIC_CLASSES[:num_classes],
-        ignore_index=255, mean=SYNTHETIC_MEAN, std=SYNTHETIC_STD, transform=transform,
-        name=f"synthetic/{split}", cache=cache,
+        ignore_index=255, mean=SYNTHETIC_MEAN, std=SYNTHETIC_STD, name=f"synthetic/{split}",
     )
+
+
+register_dataset(DatasetSpec("synthetic", synthetic))

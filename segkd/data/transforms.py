@@ -8,7 +8,7 @@ normalises them with its mean/std.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
@@ -166,3 +166,48 @@ def build_transforms(
     steps.append(ImageToFloat())
     return v2.Compose(steps)
 
+
+
+class EvalResize:
+    """Evaluation transform: resize the IMAGE to ``size`` (H, W); the mask keeps its original
+    size, so metrics are computed at label resolution (logits are upsampled to it)."""
+
+    def __init__(self, size: Optional[tuple[int, int]]) -> None:
+        self.size = size
+
+    def __call__(self, image, mask):
+        if self.size is not None and tuple(image.shape[-2:]) != tuple(self.size):
+            image = F.resize(image, list(self.size), antialias=True)
+        return image, mask  # uint8 stays uint8 (4x less to cache); normalize() scales it
+
+
+# ----------------------------------------------------------------------------- what a sample's view was
+def transform_steps(transform) -> list:
+    """The steps of a (composed) transform, in order; [] for None."""
+    if transform is None:
+        return []
+    return list(getattr(transform, "transforms", [transform]))
+
+
+def find_flip(transform) -> Optional[RandomHFlip]:
+    """The random horizontal flip of a training transform (None without one)."""
+    return next((s for s in transform_steps(transform) if isinstance(s, RandomHFlip)), None)
+
+
+class ViewTags:
+    """Tells what the random steps of ``transform`` did to the last sample: ``view`` (1 when
+    flipped) and, after a crop, ``window``: the crop in the prepared image's normalised
+    coordinates (y0, y1, x0, x1), -1..1 edge to edge (a scale does not change them). The
+    teacher cache looks a sample's teacher outputs up by them."""
+
+    def __init__(self, transform) -> None:
+        self.flip = find_flip(transform)
+        self.crop = next((s for s in transform_steps(transform) if isinstance(s, JointRandomCrop)), None)
+
+    def __call__(self) -> dict:
+        out = {"view": int(self.flip is not None and self.flip.flipped)}
+        if self.crop is not None and getattr(self.crop, "window", None) is not None:
+            top, left, h, w, H, W = self.crop.window
+            out["window"] = (2 * top / H - 1, 2 * (top + h) / H - 1,
+                             2 * left / W - 1, 2 * (left + w) / W - 1)
+        return out

@@ -4,7 +4,8 @@ A frozen teacher in eval mode is a pure function of its input. When the training
 are deterministic per image except a random horizontal flip, every sample is one of two
 *views* of an item (flipped or not), so the teacher's logits and hooked features at the
 positions the active terms read can be computed once per (item, view) and looked up by the
-``index``/``view`` every sample carries (:class:`segkd.engine.data.SeededDataset`).
+``index``/``view`` every sample carries (:class:`segkd.engine.data.SeededDataset`, tagged by
+:class:`segkd.data.transforms.ViewTags`).
 
 Exact mode: both views are computed with the same code, precision, memory format and device
 as the live step (:meth:`Distiller.teacher_outputs` under the run's autocast, in batches of at
@@ -31,7 +32,8 @@ from typing import Callable, Optional
 import torch
 from torchvision.transforms import v2
 
-from ..data.transforms import ImageToFloat, JointRandomCrop, JointRandomScale, RandomHFlip
+from ..data.transforms import (ImageToFloat, JointRandomCrop, JointRandomScale, RandomHFlip,
+                               find_flip, transform_steps)
 from .cache_store import (DTYPES, ArraySpec, CacheError, MemoryArray, PartialArray,
                           check_writable, locked, open_complete)
 
@@ -51,17 +53,6 @@ def default_dir() -> Path:
     return Path(base).expanduser() / "segkd" / "teacher"
 
 
-def _steps(transform) -> list:
-    if transform is None:
-        return []
-    return list(getattr(transform, "transforms", [transform]))
-
-
-def find_flip(transform) -> Optional[RandomHFlip]:
-    """The random horizontal flip of a training transform (None without one)."""
-    return next((s for s in _steps(transform) if isinstance(s, RandomHFlip)), None)
-
-
 def _name(step) -> str:
     key = next((k for cls, k in _RANDOM_STEPS if isinstance(step, cls)), None)
     return f"{key} ({step!r})" if key else repr(step)
@@ -70,7 +61,7 @@ def _name(step) -> str:
 def check_exact(transform) -> None:
     """Raise CacheError naming the first random step other than a horizontal flip, and the
     fixes that work: approximate mode only where it accepts the transform."""
-    for step in _steps(transform):
+    for step in transform_steps(transform):
         if not isinstance(step, _EXACT_STEPS):
             try:
                 check_approximate(transform)
@@ -84,7 +75,7 @@ def check_exact(transform) -> None:
 def check_approximate(transform) -> Optional[JointRandomCrop]:
     """The crop of a transform the approximate cache can follow (flip, scale, crop); raise
     CacheError naming a photometric step, or a random scale without a crop."""
-    steps = _steps(transform)
+    steps = transform_steps(transform)
     for step in steps:
         if not isinstance(step, (*_EXACT_STEPS, JointRandomScale, JointRandomCrop)):
             raise CacheError(f"teacher.cache (approximate) follows flips, scales and crops only; "
@@ -95,24 +86,6 @@ def check_approximate(transform) -> Optional[JointRandomCrop]:
         raise CacheError("teacher.cache (approximate) needs data.crop with data.scale (a fixed "
                          "training size); set data.crop or teacher.cache: false")
     return crop
-
-
-class ViewTags:
-    """Tells what the random steps of ``transform`` did to the last sample: ``view`` (1 when
-    flipped) and, after a crop, ``window``: the crop in the prepared image's normalised
-    coordinates (y0, y1, x0, x1), -1..1 edge to edge (a scale does not change them)."""
-
-    def __init__(self, transform) -> None:
-        self.flip = find_flip(transform)
-        self.crop = next((s for s in _steps(transform) if isinstance(s, JointRandomCrop)), None)
-
-    def __call__(self) -> dict:
-        out = {"view": int(self.flip is not None and self.flip.flipped)}
-        if self.crop is not None and getattr(self.crop, "window", None) is not None:
-            top, left, h, w, H, W = self.crop.window
-            out["window"] = (2 * top / H - 1, 2 * (top + h) / H - 1,
-                             2 * left / W - 1, 2 * (left + w) / W - 1)
-        return out
 
 
 def weights_sha256(model: torch.nn.Module) -> str:

@@ -1,4 +1,4 @@
-"""Datasets and loaders for a run, built from ``DataCfg`` (the only place that reads it)."""
+"""A run's datasets (from ``segkd.data.dataset_from_config``), its loaders, samplers and collate."""
 from __future__ import annotations
 
 import os
@@ -11,24 +11,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 from ..config import DataCfg
-from ..data import build_dataset, select_fraction, write_file_list
-from ..data.transforms import split_transforms
+from ..data import dataset_from_config, resolve_test_split, select_fraction, write_file_list
 from ..data.base import SegmentationDataset
-
-
-class EvalResize:
-    """Evaluation transform: resize the IMAGE to ``size`` (H, W); the mask keeps its original
-    size, so metrics are computed at label resolution (logits are upsampled to it)."""
-
-    def __init__(self, size: Optional[tuple[int, int]]) -> None:
-        self.size = size
-
-    def __call__(self, image, mask):
-        from torchvision.transforms.v2 import functional as TF
-
-        if self.size is not None and tuple(image.shape[-2:]) != tuple(self.size):
-            image = TF.resize(image, list(self.size), antialias=True)
-        return image, mask  # uint8 stays uint8 (4x less to cache); normalize() scales it
+from ..data.transforms import ViewTags
 
 
 def pad_collate(batch: list[dict], ignore_index: int = 255) -> dict[str, Any]:
@@ -74,63 +59,6 @@ class DataBundle:
     select: Optional[SegmentationDataset] = None  # held out of train to choose the best epoch
 
 
-def _check_options(name: str, options: dict, key: str = "data.options") -> None:
-    """An option the dataset builder does not take is a ConfigError naming it (not a TypeError)."""
-    import inspect
-
-    from ..errors import ConfigError
-    from ..registry import DATASETS, suggest
-
-    params = inspect.signature(DATASETS.get(name)).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    known = [k for k in params if k not in ("root", "split", "transform", "cache")]
-    for k in options:
-        if k not in known:
-            raise ConfigError(f"{key}.{k}: dataset '{name}' has no option '{k}'.{suggest(k, known)} "
-                              f"Its options: {', '.join(known) or 'none'}")
-
-
-def _dataset(cfg: DataCfg, split: str, train: bool, name: str | None = None,
-             root: str | None = None, options: dict | None = None):
-    _check_options(name or cfg.name, cfg.options if options is None else options,
-                   "data.options" if options is None else "data.unlabeled.options")
-    ds = build_dataset(name or cfg.name, root=root if root is not None else cfg.root, split=split,
-                       cache=cfg.cache, **(cfg.options if options is None else options))
-    if train:
-        ds.prepare, ds.transform = split_transforms(
-            True, size=cfg.size, scale=cfg.scale, crop=cfg.crop, hflip=cfg.hflip,
-            color_jitter=cfg.color_jitter, blur=cfg.blur, ignore_index=ds.ignore_index)
-    elif cfg.eval_at_label_size:
-        ds.prepare, ds.transform = EvalResize(cfg.size), None
-    else:
-        ds.prepare, ds.transform = split_transforms(False, size=cfg.size)
-    if cfg.mean is not None or cfg.std is not None:
-        ds.set_normalization(cfg.mean or ds.mean, cfg.std or ds.std)
-    return ds
-
-
-def auto_test_split(cfg: DataCfg) -> Optional[str]:
-    """``data.test_split: auto``: "test" when the dataset has a split of that name with files
-    (CamVid's full SegNet layout has test/ + testannot/; the 2-split copies do not), else None."""
-    from ..data.pairing import SCANNERS
-    from ..errors import DataError
-
-    scanner = SCANNERS.get(cfg.name)
-    if scanner is not None:
-        root = Path(cfg.root or "").expanduser()
-        try:
-            pairs = scanner(root, cfg.options).get("test") if root.is_dir() else None
-        except DataError:
-            pairs = None
-        return "test" if pairs and pairs[0] else None
-    try:
-        build_dataset(cfg.name, root=cfg.root, split="test", **cfg.options)
-    except DataError:
-        return None
-    return "test"
-
-
 def check_data(cfg: DataCfg, splits: list[tuple[Optional[str], Any]], relax: str = "data.check=warn",
                train: Optional[str] = None) -> None:
     """The pre-flight data check (``data.check``) on a sample of each split (a split named
@@ -151,16 +79,16 @@ def build_data(cfg: DataCfg, run_dir: Path | None = None, need_images: bool = Fa
     The training fraction is a seeded sample (``fraction_seed``); the chosen file list is
     written to ``run_dir/train_files.txt``.
     """
-    train = _dataset(cfg, cfg.train_split, True)
+    train = dataset_from_config(cfg, cfg.train_split, train=True)
     select = None
     if cfg.select_fraction:
         select, train = _hold_out(cfg, train)
     if cfg.fraction < 1.0:
         idx = select_fraction(len(train), cfg.fraction, cfg.fraction_seed)
         train = train.subset(idx)
-    val = _dataset(cfg, cfg.val_split, False) if cfg.val_split else None
-    test_split = auto_test_split(cfg) if cfg.test_split == "auto" else cfg.test_split
-    test = _dataset(cfg, test_split, False) if test_split else None
+    val = dataset_from_config(cfg, cfg.val_split) if cfg.val_split else None
+    test_split = resolve_test_split(cfg)
+    test = dataset_from_config(cfg, test_split) if test_split else None
     check_data(cfg, [(cfg.train_split, train), (cfg.val_split, val), (test_split, test)],
                train=cfg.train_split)
     if run_dir is not None:
@@ -169,9 +97,7 @@ def build_data(cfg: DataCfg, run_dir: Path | None = None, need_images: bool = Fa
             write_file_list(select, range(len(select)), Path(run_dir) / "select_files.txt")
     images = None
     if cfg.unlabeled and need_images:
-        u = cfg.unlabeled
-        images = _dataset(cfg, u.get("split", "train"), True, name=u.get("name", "image_folder"),
-                          root=u.get("root"), options=u.get("options", {}))
+        images = dataset_from_config(cfg, train=True, unlabeled=True)
     return DataBundle(train, val, test, images, train.classes, train.ignore_index,
                       tuple(train.mean), tuple(train.std), select)
 
@@ -187,7 +113,7 @@ def _hold_out(cfg: DataCfg, train: SegmentationDataset):
         raise ConfigError(f"data.select_fraction={cfg.select_fraction} leaves no training image "
                           f"of {n}")
     held_set = set(held)
-    select = _dataset(cfg, cfg.train_split, False).subset(held)
+    select = dataset_from_config(cfg, cfg.train_split).subset(held)
     return select, train.subset([i for i in range(n) if i not in held_set])
 
 
@@ -222,8 +148,6 @@ class SeededDataset(torch.utils.data.Dataset):
     crop lay): the teacher cache's key."""
 
     def __init__(self, ds) -> None:
-        from ..distill.teacher_cache import ViewTags
-
         self.ds = ds
         self.tags = ViewTags(getattr(ds, "transform", None))
 

@@ -4,36 +4,63 @@ from __future__ import annotations
 import json
 import platform
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import torch
+from torch import nn
 
 from ..checkpoint import load_strict, read_checkpoint
+from ..config import Config
+from ..data import dataset_from_config
 from ..eval.inference import InferenceSpec
 from ..models.profile import count_params
-from .data import _dataset, make_loader
+from .data import DataBundle, make_loader
 from .evaluate import evaluate, inference_forward
+from .state import Progress
 
 
-def _split_dataset(engine, split: str):
-    cfg = engine.cfg.data
+@dataclass
+class FinishedRun:
+    """What the end of a run reads, handed over by the Engine once its stages are done."""
+
+    cfg: Config
+    run_dir: Path
+    fabric: Any  # the run's lightning Fabric: device, ranks, autocast, all_reduce
+    student: nn.Module
+    student_call: Callable[[torch.Tensor], torch.Tensor]  # images -> logits, for evaluation
+    data: DataBundle
+    workers: int  # loader workers per process
+    meta: dict[str, Any]  # classes, num_classes, mean, std, ignore_index
+    spec: dict[str, Any]  # the student's architecture spec
+    replacements: list[dict]  # cheap-conv replacements applied, in order
+    precision: dict[str, Any]  # requested, value, reason
+    progress: Progress
+    teacher_sha256: Optional[str]  # of the bytes the teacher was loaded from
+    warnings: list[str]  # every warning the run gave, in order
+
+
+def _split_dataset(run: FinishedRun, split: str):
+    cfg = run.cfg.data
     if split == "val":
-        return engine.data.val
+        return run.data.val
     if split == "test":
-        return engine.data.test
+        return run.data.test
     if split == "select":
-        return engine.data.select
+        return run.data.select
     if split == "train":  # the (fraction of the) training list, without augmentation
-        ds = _dataset(cfg, cfg.train_split, False)
-        names = {p for p, _ in engine.data.train.items}
+        ds = dataset_from_config(cfg, cfg.train_split)
+        names = {p for p, _ in run.data.train.items}
         return ds.subset([i for i, (p, _) in enumerate(ds.items) if p in names])
-    return _dataset(cfg, split, False)
+    return dataset_from_config(cfg, split)
 
 
-def final_summary(engine, wall: float) -> dict:
+def final_summary(run: FinishedRun, wall: float) -> dict:
     """Load best.pt (if any) into the student, evaluate the configured splits, write summary."""
-    f, cfg = engine.fabric, engine.cfg
-    student = engine.distiller.student
-    best_path = engine.run_dir / "best.pt"
+    f, cfg = run.fabric, run.cfg
+    student = run.student
+    best_path = run.run_dir / "best.pt"
     best_sha256 = None
     if best_path.is_file():
         best = read_checkpoint(best_path)
@@ -44,45 +71,44 @@ def final_summary(engine, wall: float) -> dict:
                          overlap=e.sliding.overlap if e.sliding else 1 / 3, flip=e.flip, scales=e.scales)
     student.eval()
     splits = {}
-    names = list(e.splits) + (["select"] if engine.data.select is not None and "select" not in e.splits else [])
+    names = list(e.splits) + (["select"] if run.data.select is not None and "select" not in e.splits else [])
     for split in names:
-        ds = _split_dataset(engine, split)
+        ds = _split_dataset(run, split)
         if ds is None:
             continue
-        loader = make_loader(ds, cfg.data.eval_batch_size or cfg.data.batch_size, False, engine.workers,
+        loader = make_loader(ds, cfg.data.eval_batch_size or cfg.data.batch_size, False, run.workers,
                              cfg.seed, f.world_size, f.global_rank, f.device.type == "cuda")
         with f.autocast():
-            m = evaluate(inference_forward(engine.distiller.student_call, spec), loader,
-                         engine.meta["num_classes"],
-                         engine.meta["ignore_index"], f.device, cfg.trainer.channels_last,
+            m = evaluate(inference_forward(run.student_call, spec), loader, run.meta["num_classes"],
+                         run.meta["ignore_index"], f.device, cfg.trainer.channels_last,
                          per_image=e.per_image_iou,
                          reduce=(lambda t: f.all_reduce(t, reduce_op="sum")) if f.world_size > 1 else None)
         if cfg.task == "classification":  # 1x1 label maps: pixel accuracy is top-1 accuracy
             m["top1"] = m["pixel_acc"]
         splits[split] = m
-    p = engine.progress
+    p = run.progress
     summary = {
-        "name": cfg.name, "seed": cfg.seed, "model": engine.spec, "classes": engine.meta["classes"],
+        "name": cfg.name, "seed": cfg.seed, "model": run.spec, "classes": run.meta["classes"],
         "teacher": cfg.teacher.checkpoint if cfg.teacher else None,
         # the sha256 of the bytes the teacher was loaded from (its checkpoint, else its weights;
         # None without a file), never a later read of a file that may have changed since:
         # `segkd report` finds the teacher among the runs by it
-        "teacher_sha256": engine.teacher_sha256,
+        "teacher_sha256": run.teacher_sha256,
         # best.pt's sha256: a student whose teacher_sha256 it is learned from this run (found
         # by `segkd report` even where the checkpoints are not kept)
         "checkpoint_sha256": best_sha256,
         "fraction": cfg.data.fraction, "params": count_params(student),
-        "replacements": engine.replacements, "splits": splits,
-        "selected": {"metric": cfg.stages[-1].select.metric, "value": p["best"], "epoch": p["best_epoch"],
+        "replacements": run.replacements, "splits": splits,
+        "selected": {"metric": cfg.stages[-1].select.metric, "value": p.best, "epoch": p.best_epoch,
                      "select_fraction": cfg.data.select_fraction,
                      "select_seed": cfg.data.select_seed if cfg.data.select_fraction else None},
-        "wall_time_s": round(wall, 2), "train_time_s": round(p["train_time"], 2),
-        "train_images_per_s": round(p["images"] / max(p["train_time"], 1e-9), 2),
+        "wall_time_s": round(wall, 2), "train_time_s": round(p.train_time, 2),
+        "train_images_per_s": round(p.images / max(p.train_time, 1e-9), 2),
         "device": f.device.type, "world_size": f.world_size, "torch": torch.__version__,
-        "precision": engine.precision,
+        "precision": run.precision,
         "host": platform.node(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "warnings": list(engine.health.warnings),  # every warning the run gave, in order
+        "warnings": list(run.warnings),  # every warning the run gave, in order
     }
     if f.is_global_zero:
-        (engine.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

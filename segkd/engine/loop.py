@@ -17,12 +17,13 @@ from .build import build_distiller, build_teacher, build_teacher_cache, stage_te
 from .init import initialise_student
 from .data import build_data, make_loader, resolve_workers
 from .evaluate import evaluate
-from .fabric import make_fabric, resolve_precision
+from .fabric import make_fabric
 from .health import (RunHealth, bn_steps_needed, collapse_warning, few_steps_warning, mode_check,
                      nonfinite_message, nonfinite_state, training_batchnorms)
 from .logger import RunLogger
 from .optim import build_optimizer, build_scheduler, extend_optimizer
 from .plan import optimizer_chain, schedule_span, stage_trainable
+from .runtime import resolve_runtime
 from .state import Progress, StageRun, model_checkpoint, rng_state, seed_all, set_rng_state
 from .train import EpochSpec, train_epoch
 
@@ -35,7 +36,8 @@ class Engine:
 
     def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False) -> None:
         self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
-        self.fabric = make_fabric(cfg.trainer)
+        self.runtime = resolve_runtime(cfg.trainer)  # device and precision: read, never re-resolved
+        self.fabric = make_fabric(cfg.trainer, self.runtime)
         self.replacements: list[dict] = []  # exact paths, in order: rebuilds the architecture
         self.replaced_records: list[dict] = []  # per-conv params before/after (for reports)
         self.counters = Progress()
@@ -56,8 +58,7 @@ class Engine:
         f.launch()
         if f.device.type == "cpu":
             _quiet_malloc()
-        value, reason = resolve_precision(cfg.trainer.precision, f.device.type)
-        self.precision = {"requested": cfg.trainer.precision, "value": value, "reason": reason}
+        self.precision = self.runtime.summary()
         if cfg.trainer.threads:
             torch.set_num_threads(cfg.trainer.threads)
         seed_all(cfg.seed)
@@ -95,7 +96,7 @@ class Engine:
         self.meta = {"classes": self.data.classes, "num_classes": n_cls, "mean": list(self.data.mean),
                      "std": list(self.data.std), "ignore_index": self.data.ignore_index}
         self.distiller = build_distiller(cfg, student, teacher, self.data.ignore_index,
-                                         self.precision["value"])
+                                         self.runtime)
         fmt = torch.channels_last if cfg.trainer.channels_last else torch.preserve_format
         self.distiller.to(f.device, memory_format=fmt)
         if teacher is not None:
@@ -106,8 +107,9 @@ class Engine:
         self.logger = RunLogger(self.run_dir, f.is_global_zero, cfg.trainer.progress,
                                 resume_step=self.counters.step if self.resume else None)
         self.teacher_cache = build_teacher_cache(cfg, f, self.distiller, self.logger.info, self.logger,
-                                                 teacher_sha256=self.teacher_sha256)
-        self.logger.info(f"precision: {value} ({reason})")
+                                                 teacher_sha256=self.teacher_sha256,
+                                                 runtime=self.runtime)
+        self.logger.info(f"precision: {self.runtime.precision} ({self.runtime.reason})")
         if init_note:
             self.logger.info(init_note)
         # loader processes per training process, for every loader of the run
@@ -400,9 +402,15 @@ class Engine:
 
     # ================================================================== final evaluation
     def _finish(self, wall: float) -> dict:
-        from .final import final_summary
+        from .final import FinishedRun, final_summary
 
-        return final_summary(self, wall)
+        d = self.distiller
+        return final_summary(FinishedRun(
+            cfg=self.cfg, run_dir=self.run_dir, fabric=self.fabric, student=d.student,
+            student_call=d.student_call, data=self.data, workers=self.workers, meta=self.meta,
+            spec=self.spec, replacements=self.replacements, precision=self.precision,
+            progress=self.counters, teacher_sha256=self.teacher_sha256,
+            warnings=list(self.health.warnings)), wall)
 
 
 def _quiet_malloc() -> None:
