@@ -67,13 +67,13 @@ def load_any_model(target: str, classes: int = 21) -> tuple[torch.nn.Module, str
 
 
 def _dataset_classes(cfg) -> Optional[int]:
-    """The dataset's class count, when the dataset can be opened cheaply."""
-    try:
-        from .data import build_dataset
+    """The dataset's class count, when the dataset can be opened (None when its files are not
+    there or its options are wrong: the model is then built for ``--classes``)."""
+    from .data import dataset_from_config
 
-        return build_dataset(cfg.data.name, root=cfg.data.root, split=cfg.data.train_split,
-                             **cfg.data.options).num_classes
-    except Exception:
+    try:
+        return dataset_from_config(cfg.data, cfg.data.train_split).num_classes
+    except (SegkdError, OSError):
         return None
 
 

@@ -344,3 +344,44 @@ def test_loss_mentions_sees_planted_code_and_skips_docs():
     clean = ast.parse('"""OFD and ce, documented."""\n# margin\ndef g(loss):\n'
                       '    """The kd loss."""\n    return loss.needs_teacher\n')
     assert loss_mentions(clean, names) == []
+
+
+# ----------------------------------------------------------------------------- errors
+BROAD = {"Exception", "BaseException"}
+
+
+def silent_broad_excepts(trees: dict[str, ast.Module]) -> list[str]:
+    """Handlers of a bare ``except:`` / ``except Exception`` / ``except BaseException`` that
+    neither raise nor use the error they caught (``except Exception: pass`` hid a failing timm
+    registration and a dataset that would not open)."""
+    found = []
+    for mod, tree in trees.items():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ExceptHandler):
+                continue
+            kinds = node.type.elts if isinstance(node.type, ast.Tuple) else [node.type]
+            if not any(k is None or (isinstance(k, ast.Name) and k.id in BROAD) for k in kinds):
+                continue
+            body = [n for stmt in node.body for n in ast.walk(stmt)]
+            raises = any(isinstance(n, ast.Raise) for n in body)
+            uses = node.name is not None and any(isinstance(n, ast.Name) and n.id == node.name
+                                                 for n in body)
+            if not (raises or uses):
+                found.append(f"{mod} line {node.lineno}")
+    return found
+
+
+def test_broad_excepts_raise_or_report_what_they_caught():
+    """A bare ``except:`` or ``except Exception`` either re-raises or says what it caught; else it
+    names the errors it expects."""
+    assert not silent_broad_excepts(_trees(PKG))
+
+
+def test_silent_except_check_sees_planted_code():
+    planted = {"a": ast.parse("try:\n    f()\nexcept Exception:\n    pass\n"),
+               "b": ast.parse("try:\n    f()\nexcept:\n    return None\n"),
+               "c": ast.parse("try:\n    f()\nexcept (OSError, BaseException) as e:\n    x = 1\n"),
+               "d": ast.parse("try:\n    f()\nexcept Exception as e:\n    say(e)\n"),
+               "e": ast.parse("try:\n    f()\nexcept BaseException:\n    g()\n    raise\n"),
+               "f": ast.parse("try:\n    f()\nexcept (OSError, ValueError):\n    pass\n")}
+    assert sorted(h.split()[0] for h in silent_broad_excepts(planted)) == ["a", "b", "c"]

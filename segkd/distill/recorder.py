@@ -87,5 +87,5 @@ class Recorder:
     def __del__(self) -> None:  # hooks never outlive the recorder
         try:
             self.remove()
-        except Exception:
+        except (AttributeError, TypeError):  # interpreter shutdown: torch's globals already gone
             pass

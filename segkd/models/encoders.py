@@ -8,7 +8,7 @@ torchvision ResNets, so ``pretrained=True`` loads timm's ``tv_in1k`` (torchvisio
 """
 from __future__ import annotations
 
-from timm.models import build_model_with_cfg, register_model
+from timm.models import build_model_with_cfg, is_model, register_model
 from timm.models.resnet import BasicBlock, ResNet
 
 from ..registry import ENCODERS
@@ -58,8 +58,6 @@ def _entrypoint(variant: str):
 
 
 for _name in KD_RESNET_LAYERS:
-    try:
+    if not is_model(_name):  # timm's registry outlives a reload of this module
         register_model(_entrypoint(_name))
-    except Exception:  # already registered by an earlier import in the same process (reload)
-        pass
     ENCODERS.register(_name, obj=_name)
