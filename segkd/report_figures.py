@@ -67,10 +67,9 @@ def per_class_figure(classes: Sequence[str], bars: list[tuple[str, Sequence[Opti
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("IoU")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=9, pad=22)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.0 / (len(order) + 4)),
-              ncol=len(bars), frameon=False)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(bars), frameon=False)
     return fig
 
 
@@ -90,8 +89,6 @@ def scatter_figure(points: list[dict], xlabel: str, ylabel: str, title: str = ""
         role = p.get("role", "student")
         ax.scatter([p["x"]], [p["y"]], label=None if role in seen else role, **style)
         seen.add(role)
-        ax.annotate(p["label"], (p["x"], p["y"]), textcoords="offset points", xytext=(6, 4),
-                    fontsize=7)
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
@@ -100,9 +97,28 @@ def scatter_figure(points: list[dict], xlabel: str, ylabel: str, title: str = ""
         ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     if points:
+        ax.margins(x=0.25, y=0.12)
+        ax.autoscale_view()
+        _labels(ax, points)
         ax.legend(fontsize=8, loc="best")
-        ax.margins(x=0.15, y=0.12)
     return fig
+
+
+def _labels(ax, points: list[dict], gap: float = 11.0) -> None:
+    """Label every point to its right; labels of points close together (models of the same
+    size) are pushed apart vertically, each joined to its point by a thin line."""
+    xy = ax.transData.transform([(p["x"], p["y"]) for p in points])
+    placed: list[tuple[float, float]] = []  # (pixel x, label pixel y) of the labels so far
+    for i in sorted(range(len(points)), key=lambda i: -xy[i][1]):
+        px, py = xy[i]
+        y = py
+        for qx, qy in sorted(placed, key=lambda q: -q[1]):
+            if abs(qx - px) < 80 and y > qy - gap:
+                y = qy - gap
+        placed.append((px, y))
+        ax.annotate(points[i]["label"], (points[i]["x"], points[i]["y"]), textcoords="offset pixels",
+                    xytext=(10, y - py), fontsize=7, va="center",
+                    arrowprops=dict(arrowstyle="-", color="#999", lw=0.5) if py - y > 3 else None)
 
 
 # ---------------------------------------------------------------------------- training curves

@@ -115,14 +115,16 @@ def scatter_figures(analysis: Analysis) -> list[dict]:
     name = METRIC_NAMES.get(analysis.metric, analysis.metric)
     ylabel = f"{analysis.split} {name}"
     out = []
-    for key, xlabel, scale in (("params", "parameters (M)", 1e-6),
-                               ("latency_ms", f"latency (ms; {analysis.latency})", 1.0)):
+    for key, xlabel, scale, how in (
+            ("params", "parameters (M)", 1e-6, "error bars: std over seeds"),
+            ("latency_ms", "latency (ms)", 1.0, f"latency: {analysis.latency}")):
         pts = [{"label": f"{r['id']} {r['method']}", "x": r[key] * scale, "y": r[analysis.split][0],
                 "yerr": r[analysis.split][1], "role": r["role"]}
                for r in analysis.rows if r.get(key) and r.get(analysis.split)]
         if pts:
             title = f"{ylabel} against {xlabel.split(' (')[0]}"
-            out.append({"title": title, "uri": data_uri(to_png(scatter_figure(pts, xlabel, ylabel, title)))})
+            out.append({"title": f"{title}; {how}",
+                        "uri": data_uri(to_png(scatter_figure(pts, xlabel, ylabel, title)))})
     return out
 
 

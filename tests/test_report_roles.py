@@ -151,3 +151,17 @@ def test_per_class_order_puts_what_the_student_lost_first():
     # losses: 0.7, 0.0, unknown, 0.1, -0.2 (the student gained): biggest loss first, unknown last
     assert loss_order(teacher, student) == [0, 3, 1, 4, 2]
     assert loss_order([0.5, 0.5], [0.4, 0.4]) == [0, 1]  # ties keep class order
+
+
+def test_segkd_report_compares_without_being_told_who_is_who(segkd, runs, tmp_path):
+    proc = segkd("report", *map(str, runs.values()), "--out", str(tmp_path / "out"), "--no-latency")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split()[0] for line in lines if line.split()[:1] in (["T"], ["B"], ["S1"])][:3] \
+        == ["T", "B", "S1"]
+    comparison = (tmp_path / "out" / "comparison.md").read_text()
+    assert "# Methods vs the 'ce' baseline (val mIoU)" in comparison
+    assert "| unet-kd_resnet10 | 1 | ce+kd | 2 |" in comparison
+    assert "unet-kd_resnet14" not in comparison  # the teacher is not compared as a baseline
+    proc = segkd("report", str(runs["teacher"]), "--out", str(tmp_path / "o2"), "--screenshot")
+    assert proc.returncode == 2 and "--screenshot needs --html" in proc.stderr
