@@ -106,6 +106,18 @@ def legend(classes: list[str]) -> list[dict]:
             for i, c in enumerate(classes)]
 
 
+def pick(disagreement: list[float], n: int, n_random: int, seed: int = 0) -> list[tuple[int, str]]:
+    """(index, why) of ``n`` images: the largest disagreements, then ``n_random`` of the rest
+    drawn with ``seed`` (fewer when there are not enough images)."""
+    order = [int(i) for i in np.argsort(-np.asarray(disagreement), kind="stable")]
+    n_random = min(n_random, max(0, len(order) - (n - n_random)))
+    top = order[: max(0, n - n_random)]
+    rest = [i for i in order if i not in top]
+    rng = np.random.default_rng(seed)
+    drawn = rng.choice(rest, size=min(n_random, len(rest)), replace=False) if rest else []
+    return [(i, "largest disagreement") for i in top] + [(int(i), "random") for i in drawn]
+
+
 def build_gallery(analysis: Analysis, n: int = 6, n_random: int = 2, scan: int = 200,
                   device: str = "cpu", seed: int = 0) -> tuple[Optional[dict], list[str]]:
     """(gallery or None, notes). The gallery: {columns, rows: [{name, why, disagreement, cells}],
@@ -134,16 +146,9 @@ def build_gallery(analysis: Analysis, n: int = 6, n_random: int = 2, scan: int =
         size = tuple(item["mask"].shape[-2:])
         preds = [_predict(m, item["image"], size, dev) for m in models[:1 + n_students]]
         dis.append(float(np.mean([(p != preds[0]).mean() for p in preds[1:]])))
-    order = list(np.argsort(-np.asarray(dis), kind="stable"))
-    n_random = min(n_random, max(0, len(order) - (n - n_random)))
-    top = order[: max(0, n - n_random)]
-    rest = [i for i in order if i not in top]
-    picked = [(i, "largest disagreement") for i in top]
-    rng = np.random.default_rng(seed)
-    picked += [(int(i), "random") for i in rng.choice(rest, size=min(n_random, len(rest)), replace=False)]
     palette = class_palette(ds.classes)
     rows = []
-    for j, why in picked:
+    for j, why in pick(dis, n, n_random, seed):
         item = ds[int(idx[j])]
         size = tuple(item["mask"].shape[-2:])
         mask = item["mask"].numpy().astype(np.int64)

@@ -121,3 +121,38 @@ def test_predict_takes_several_inputs_and_writes_a_colour_legend(segkd, runs, tm
     (b / "one.png").write_bytes((a / "one.png").read_bytes())
     proc = segkd("predict", ckpt, str(a), str(b), "--out", str(tmp_path / "pred2"))
     assert proc.returncode == 2 and "would write the same output names" in proc.stderr
+
+
+def test_the_page_says_how_each_epoch_was_chosen(tmp_path):
+    """Runs that chose their epoch on a held-out share of train, next to runs that chose on val:
+    the summary table gets a column saying which."""
+    import json
+
+    for method, selected in (("ce", {"metric": "val/mIoU"}),
+                             ("kd", {"metric": "select/mIoU", "select_fraction": 0.1, "select_seed": 3})):
+        d = tmp_path / method
+        d.mkdir()
+        (d / "summary.json").write_text(json.dumps({
+            "name": method, "seed": 0, "params": 1000, "classes": ["a", "b"], "selected": selected,
+            "model": {"arch": "unet", "kwargs": {"encoder": "kd_resnet10"}},
+            "splits": {"val": {"mIoU": 0.4, "per_class_iou": [0.4, 0.4]}}}))
+    out = tmp_path / "out"
+    written = report([tmp_path / "ce", tmp_path / "kd"], out, html=out / "r.html", latency=False)
+    page = Page(written["html"].read_text())
+    assert "epoch reported" in [" ".join(t.split()) for t in page.text]  # a column of its own
+    text = " ".join(" ".join(page.text).split())
+    assert "best select/mIoU (a held-out 10% of train, seed 3)" in text
+    assert "best val/mIoU (chosen on val itself)" in text
+    assert "0.4000 (n=1)" in text and "± 0.0000" not in text
+
+
+def test_gallery_images_are_the_largest_disagreements_then_random_ones():
+    from segkd.report_gallery import pick
+
+    chosen = pick([0.1, 0.5, 0.3, 0.9, 0.2, 0.0, 0.7, 0.4], n=6, n_random=2)
+    assert chosen[:4] == [(3, "largest disagreement"), (6, "largest disagreement"),
+                          (1, "largest disagreement"), (7, "largest disagreement")]
+    assert {why for _, why in chosen[4:]} == {"random"}
+    assert len({i for i, _ in chosen}) == 6 and {i for i, _ in chosen[4:]} <= {0, 2, 4, 5}
+    assert chosen == pick([0.1, 0.5, 0.3, 0.9, 0.2, 0.0, 0.7, 0.4], n=6, n_random=2)  # seeded
+    assert [i for i, _ in pick([0.1, 0.5, 0.3], n=6, n_random=2)] == [1, 2, 0]  # fewer images
