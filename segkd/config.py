@@ -261,15 +261,9 @@ class OptimCfg(_Strict):
 
     def kwargs(self) -> dict[str, Any]:
         """The optimizer's keyword options (lr and the parameter groups apart)."""
-        from .optimizers import DEFAULTS, constructor_options, optimizer_class
+        from .optimizers import optimizer_kwargs
 
-        out = dict(DEFAULTS.get(self.name, {}))
-        if self.weight_decay or "weight_decay" in constructor_options(optimizer_class(self.name)):
-            out["weight_decay"] = self.weight_decay  # a nonzero one it does not take: an error
-        out.update({k: getattr(self, k) for k in ("momentum", "nesterov", "betas")
-                    if getattr(self, k) is not None})
-        out.update(self.options)
-        return out
+        return optimizer_kwargs(self)
 
 
 # a stage's learning-rate schedule: one config type per schedule (segkd/schedules.py), chosen by

@@ -57,3 +57,18 @@ def check_options(name: str, options: dict[str, Any]) -> None:
     if bad:
         raise ValueError(f"{', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not apply to optimizer "
                          f"'{name}' ({cls.__name__} takes: {', '.join(known)})")
+
+
+def optimizer_kwargs(cfg) -> dict[str, Any]:
+    """The keyword options an ``OptimCfg`` gives its optimizer (lr and the parameter groups
+    apart): segkd's defaults for it, weight_decay where it takes one (a nonzero one it does not
+    take is kept, so that :func:`check_options` refuses it), the common options that are set,
+    then ``options``."""
+    out = dict(DEFAULTS.get(cfg.name, {}))
+    if cfg.weight_decay or "weight_decay" in constructor_options(optimizer_class(cfg.name)):
+        out["weight_decay"] = cfg.weight_decay
+    for key, value in (("momentum", cfg.momentum), ("nesterov", cfg.nesterov), ("betas", cfg.betas)):
+        if value is not None:
+            out[key] = value
+    out.update(cfg.options)
+    return out

@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 import segkd.config as config_module
+from segkd.schedules import SCHEDULES
 
 PACKAGE = Path(config_module.__file__).resolve().parent
 # Attribute chains rooted at these names are library attributes, never a config section.
@@ -49,6 +50,8 @@ def schema_models() -> list[type[BaseModel]]:
         if isinstance(obj, type) and issubclass(obj, BaseModel) and obj is not BaseModel \
                 and obj.__module__ == config_module.__name__ and obj.model_fields:
             visit(obj)
+    for name in SCHEDULES.names():  # a stage's schedule is typed by its name at validation
+        visit(SCHEDULES.get(name))
     return list(found)
 
 
@@ -97,8 +100,9 @@ def unread_fields(read: set[str]) -> list[str]:
 
 def test_schema_walk_finds_the_nested_sections() -> None:
     names = {m.__name__ for m in schema_models()}
-    assert {"Config", "DataCfg", "StageCfg", "Term", "OptimCfg", "SchedCfg", "TrainerCfg",
-            "ParamGroupCfg", "ReplaceCfg", "SlidingCfg", "EvalCfg"} <= names
+    assert {"Config", "DataCfg", "StageCfg", "Term", "OptimCfg", "ScheduleCfg", "TrainerCfg",
+            "ParamGroupCfg", "ReplaceCfg", "SlidingCfg", "EvalCfg", "OneCycleSchedule",
+            "PlateauSchedule", "PolySchedule"} <= names
 
 
 def test_the_reader_check_itself() -> None:
