@@ -81,7 +81,7 @@ def uptime() -> str:
 def machine_info() -> dict:
     """CPU model and flags, core count, torch version, GPU name, load: what a row needs to be
     read (the bf16 flags decide whether bf16 is native on this CPU)."""
-    from segkd.engine.fabric import BF16_CPU_FLAGS, cpu_flags
+    from segkd.engine.runtime import BF16_CPU_FLAGS, cpu_flags
 
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout

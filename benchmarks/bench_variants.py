@@ -188,7 +188,7 @@ def _segkd_step(su: Setup, method: str):
     distiller, wrapped module, optimizer, run(batches, teacher_cache=None))."""
     from segkd.config import OptimCfg, TrainerCfg
     from segkd.distill.distiller import Distiller
-    from segkd.engine.build import autocast_dtype
+    from segkd.engine.runtime import autocast_dtype
     from segkd.engine.fabric import make_fabric
     from segkd.engine.logger import RunLogger
     from segkd.engine.optim import build_optimizer

@@ -55,7 +55,7 @@ def test_bench_step_runs_and_writes_json(bench_step, tmp_path, capsys, monkeypat
     lo, hi = kd["ci95"]
     assert lo <= kd["ratio"] <= hi and kd["rounds"] == 2
     assert {"segkd_kd/bare_kd_tuned", "bare_kd_tuned/bare_kd", "segkd_kd/bare_kd"} <= set(res["comparisons"])
-    from segkd.engine.fabric import cpu_flags
+    from segkd.engine.runtime import cpu_flags
 
     assert saved["machine"]["cpu_flags"] == sorted(cpu_flags())  # the CPU's flags are recorded
     assert "load average" in saved["machine"]["uptime_end"]

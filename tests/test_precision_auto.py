@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from segkd.engine.fabric import cpu_flags, resolve_precision
+from segkd.engine.runtime import cpu_flags, resolve_precision
 
 REPO = Path(__file__).resolve().parents[1]
 XEON = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n"

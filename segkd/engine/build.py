@@ -9,6 +9,7 @@ from ..config import Config, StageCfg, TeacherCfg, Term
 from ..distill.distiller import Distiller
 from ..errors import ConfigError
 from ..models.spec import build_from_spec, model_from_loaded, model_spec
+from .runtime import TEACHER_DTYPES, Runtime
 
 
 def _raw_state(path: str) -> tuple[dict, str]:
@@ -75,25 +76,19 @@ def stage_terms(stage: StageCfg) -> list[Term]:
     return terms
 
 
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    """The type autocast computes convolutions in under a Fabric precision (None: no autocast)."""
-    return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
-
-
 def build_distiller(cfg: Config, student: nn.Module, teacher: nn.Module | None,
-                    ignore_index: int, precision: str = "32") -> Distiller:
-    """The Distiller of a run; ``precision`` is the Fabric precision the run uses (under mixed
-    precision the frozen teacher keeps its conv/linear weights in the compute type)."""
-    dtype = ({"bf16": torch.bfloat16, "16": torch.float16, "32": torch.float32}.get(cfg.teacher.precision)
-             if cfg.teacher else None)
+                    ignore_index: int, runtime: Runtime | None = None) -> Distiller:
+    """The Distiller of a run on ``runtime`` (under mixed precision the frozen teacher keeps
+    its conv/linear weights in the run's compute type; ``teacher.precision`` overrides it)."""
+    dtype = TEACHER_DTYPES.get(cfg.teacher.precision) if cfg.teacher else None
     d = Distiller(student, teacher, ignore_index=ignore_index,
                   teacher_train_bn=bool(cfg.teacher and cfg.teacher.train_bn), teacher_dtype=dtype)
-    d.store_teacher_weights_in(dtype or autocast_dtype(precision))
+    d.store_teacher_weights_in(dtype or (runtime.compute_dtype if runtime else None))
     return d
 
 
 def build_teacher_cache(cfg: Config, fabric, distiller: Distiller, say, progress=None, *,
-                        teacher_sha256: str | None):
+                        teacher_sha256: str | None, runtime: Runtime):
     """The run's teacher cache (``teacher.cache``), or None when it is off.
 
     Its key holds the teacher: ``teacher_sha256``, the sha256 of the very bytes the teacher was
@@ -116,7 +111,7 @@ def build_teacher_cache(cfg: Config, fabric, distiller: Distiller, say, progress
            "precision": fabric.strategy.precision.__class__.__name__ + ":"
                         + str(getattr(fabric.strategy.precision, "precision", "")),
            "teacher_dtype": str(distiller.teacher_dtype or distiller.teacher_compute_dtype),
-           "channels_last": cfg.trainer.channels_last, "device": fabric.device.type,
+           "channels_last": cfg.trainer.channels_last, "device": runtime.device_type,
            "torch": torch.__version__}
     precision = fabric.strategy.precision
 
