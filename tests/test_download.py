@@ -232,6 +232,22 @@ def test_failing_transfer_keeps_the_part_for_a_rerun(server, tmp_path):
     assert server.requests[-1] == ("f.bin", "bytes=1536-")
 
 
+def test_extract_unpacks_only_the_bytes_that_were_verified(server, tmp_path):
+    """An archive replaced between the checksum and the extraction (another process writing the
+    same path) is refused: the bytes unpacked are the bytes hashed, from one open file."""
+    good, evil = _zip({"a.txt": b"good"}), _zip({"a.txt": b"evil"})
+    server.files["a.zip"] = good
+    archive = dl.fetch([f"{server.url}/a.zip"], tmp_path / "a.zip", _sha(good), progress=False)
+    assert (tmp_path / "a.zip.sha256").read_text().strip() == _sha(good)
+    archive.write_bytes(evil)  # replaced after the check
+    with pytest.raises(DataError, match="changed after it was verified"):
+        dl.extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out" / "a.txt").exists()
+    archive.write_bytes(good)
+    assert dl.extract(archive, tmp_path / "out") == 1
+    assert (tmp_path / "out" / "a.txt").read_bytes() == b"good"
+
+
 # ------------------------------------------------------------------------------ extraction
 @pytest.mark.parametrize("name", ["../evil.txt", "/tmp/evil.txt", "a/../../evil.txt"])
 def test_extract_refuses_path_traversal(tmp_path, name):

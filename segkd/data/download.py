@@ -33,6 +33,7 @@ from urllib.request import Request, urlopen
 from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                            TransferSpeedColumn)
 
+from segkd.checkpoint import sha256_file
 from segkd.console import console, say
 from segkd.data.spec import Archive, DatasetSpec, Download, dataset_specs
 from segkd.errors import DataError, SegkdError
@@ -46,13 +47,6 @@ class _Incomplete(OSError):
 
 
 # ----------------------------------------------------------------------------- transfer
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file."""
-    from ..checkpoint import sha256_file
-
-    return sha256_file(path)
-
-
 def _progress(show: bool) -> Progress:
     """A rich download bar (off when ``show`` is False: ``segkd -q download``)."""
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
@@ -133,8 +127,10 @@ def fetch(urls: tuple[str, ...] | list[str], dest: Path, sha256: str | None = No
     """
     dest = Path(dest)
     if dest.is_file():
-        if sha256 is None or sha256_of(dest) == sha256:
+        actual = sha256_file(dest)
+        if sha256 is None or actual == sha256:
             say(f"using existing {dest}")
+            _vouch(dest, actual)
             return dest
         say(f"existing {dest} has the wrong sha256: downloading it again")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +143,7 @@ def fetch(urls: tuple[str, ...] | list[str], dest: Path, sha256: str | None = No
         except (OSError, http.client.HTTPException) as e:
             failures.append(f"{url}: {e}")
             continue
-        actual = sha256_of(part)
+        actual = sha256_file(part)
         if sha256 is not None and actual != sha256:
             part.unlink()
             failures.append(f"{url}: sha256 mismatch: expected {sha256}, got {actual} "
@@ -156,9 +152,20 @@ def fetch(urls: tuple[str, ...] | list[str], dest: Path, sha256: str | None = No
         if sha256 is None:
             say(f"sha256 of {dest.name}: {actual} (no known checksum to compare with)")
         part.replace(dest)
+        _vouch(dest, actual)
         return dest
     kept = f"; partial data kept in {part} (a rerun resumes it)" if part.is_file() else ""
     raise DataError(f"could not download {dest.name}:\n  " + "\n  ".join(failures) + kept)
+
+
+def _sidecar(archive: Path) -> Path:
+    return archive.with_name(archive.name + ".sha256")
+
+
+def _vouch(archive: Path, digest: str) -> None:
+    """Record the sha256 of the bytes that were verified, for :func:`extract` to hold the bytes
+    it unpacks to (an archive replaced between the check and the extraction is refused)."""
+    _sidecar(archive).write_text(digest + "\n")
 
 
 # ----------------------------------------------------------------------------- extraction
@@ -172,43 +179,70 @@ def _safe_target(dest: Path, name: str) -> Path:
     return target
 
 
-def _members(archive: Path) -> Iterator[tuple[str, Callable[[], object]]]:
-    """(name, opener) for each regular file of a zip or tar; links and devices are skipped."""
-    is_tar_name = archive.name.endswith((".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz"))
-    if not is_tar_name and zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
+def _members(fh, name: str) -> Iterator[tuple[str, Callable[[], object]]]:
+    """(name, opener) for each regular file of a zip or tar read from the open file ``fh``;
+    links and devices are skipped."""
+    is_tar_name = name.endswith((".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz"))
+    is_zip = not is_tar_name and zipfile.is_zipfile(fh)
+    fh.seek(0)
+    if is_zip:
+        with zipfile.ZipFile(fh) as zf:
             for info in zf.infolist():
                 if not info.is_dir() and not stat.S_ISLNK(info.external_attr >> 16):
                     yield info.filename, lambda info=info: zf.open(info)
-    elif tarfile.is_tarfile(archive):
-        with tarfile.open(archive, "r:*") as tf:
-            for member in tf:  # streams: no full index of a 2 GB tar in memory
-                if member.isfile():
-                    yield member.name, lambda member=member: tf.extractfile(member)
-    else:
-        raise DataError(f"{archive} is neither a zip nor a tar archive (corrupt download?)")
+        return
+    is_tar = tarfile.is_tarfile(fh)
+    fh.seek(0)
+    if not is_tar:
+        raise DataError(f"{name} is neither a zip nor a tar archive (corrupt download?)")
+    with tarfile.open(fileobj=fh, mode="r:*") as tf:
+        for member in tf:  # streams: no full index of a 2 GB tar in memory
+            if member.isfile():
+                yield member.name, lambda member=member: tf.extractfile(member)
+
+
+def _held_bytes(fh, archive: Path) -> None:
+    """DataError when the open archive's bytes are not the ones :func:`fetch` verified (its
+    ``.sha256`` sidecar); the handle is left at the start."""
+    side = _sidecar(archive)
+    if side.is_file():
+        import hashlib
+
+        h = hashlib.sha256()
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+        vouched = side.read_text().strip()
+        if h.hexdigest() != vouched:
+            raise DataError(f"{archive} changed after it was verified (sha256 {vouched[:12]}... at "
+                            f"download, {h.hexdigest()[:12]}... now): delete it and its .sha256 "
+                            "and run segkd download again")
+    fh.seek(0)
 
 
 def extract(archive: Path, dest: Path, select: Callable[[str], str | None] | None = None) -> int:
     """Extract the regular files of ``archive`` under ``dest``; return how many were written.
 
+    The archive is opened once: the bytes unpacked are the bytes checked against the sha256
+    that :func:`fetch` verified (its ``.sha256`` sidecar), from the same open file.
     ``select(name)`` gives each member's path relative to ``dest`` (None skips it). Every name is
     checked before and after ``select``: absolute paths and ``..`` raise DataError.
     """
-    dest = Path(dest)
+    archive, dest = Path(archive), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     say(f"extracting {archive.name} -> {dest}")
     count = 0
-    for name, open_member in _members(archive):
-        _safe_target(dest, name)
-        rel = select(name) if select else name
-        if rel is None:
-            continue
-        target = _safe_target(dest, rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open_member() as src, open(target, "wb") as out:  # type: ignore[attr-defined]
-            shutil.copyfileobj(src, out, CHUNK)
-        count += 1
+    with open(archive, "rb") as fh:
+        _held_bytes(fh, archive)
+        for name, open_member in _members(fh, archive.name):
+            _safe_target(dest, name)
+            rel = select(name) if select else name
+            if rel is None:
+                continue
+            target = _safe_target(dest, rel)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open_member() as src, open(target, "wb") as out:  # type: ignore[attr-defined]
+                shutil.copyfileobj(src, out, CHUNK)
+            count += 1
     return count
 
 
@@ -266,6 +300,7 @@ class Fetch:
     def done(self, archive: Path) -> None:
         if not self.keep_archive:
             archive.unlink()
+            _sidecar(archive).unlink(missing_ok=True)
 
     def ensure(self, name: str) -> None:
         """Install download ``name`` unless it already loads (with its own checksum)."""
