@@ -28,22 +28,45 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterable, Optional
 
 import torch
 
 from .errors import CheckpointError, NonFiniteLoss
 
-FORMAT = "segkd-checkpoint"
+FORMAT, VERSION = "segkd-checkpoint", 1
+
+
+def sha256_hex(chunks: Iterable[bytes | memoryview]) -> str:
+    """Hex sha256 of the bytes ``chunks`` yields, in order (``[data]`` for one buffer): the
+    package's one sha256 (checkpoints and their sidecars, downloads, the teacher cache key)."""
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()
 
 
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in 4 MiB blocks."""
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return sha256_hex(iter(lambda: f.read(1 << 22), b""))
+
+
+def model_checkpoint(model: torch.nn.Module, spec: dict, replacements: Optional[list],
+                     meta: dict, config: Optional[dict] = None,
+                     extra: Optional[dict] = None) -> dict[str, Any]:
+    """A model checkpoint (``kind: "model"``: best.pt, an imported or cut teacher; a run's
+    ``last.pt`` adds its state to one): ``model``'s weights copied to the CPU, the ``spec`` that
+    rebuilds it, the ``replacements`` applied to it and the resolved ``config`` (each left out
+    when None: an imported teacher has neither), ``meta`` and ``extra`` entries."""
+    ckpt: dict[str, Any] = {"format": FORMAT, "version": VERSION, "kind": "model", "model": spec}
+    if replacements is not None:
+        ckpt["replacements"] = replacements
+    ckpt["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    ckpt["meta"] = meta
+    if config is not None:
+        ckpt["config"] = config
+    return {**ckpt, **(extra or {})}
 
 
 def nonfinite_keys(state: dict[str, Any]) -> list[str]:
@@ -92,7 +115,7 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
     tmp, side_tmp = path.with_name(f".{path.name}.tmp"), side.with_name(f".{side.name}.tmp")
     try:
         data = _serialise(obj)  # the sidecar vouches for these bytes, not a re-read of tmp
-        digest = hashlib.sha256(data).hexdigest()
+        digest = sha256_hex([data])
         _write_synced(tmp, lambda f: f.write(data))
         previous = _current_hash(path)
         hashes = [digest] + ([previous] if previous not in (None, digest) else [])
@@ -209,7 +232,7 @@ def read_checkpoint(path: str | Path, verify: bool = True, must_verify: bool = F
             data = f.read()
     except OSError as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256_hex([data])
     verified = _verify(path, data, digest) if verify else ""
     if must_verify and not verified:
         raise CheckpointError(

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+from .distributed import is_rank_zero
 from .errors import SegkdError
 
 LOCK_NAME = "segkd.lock"
@@ -116,16 +117,10 @@ def release(run_dir: Path, holder: dict) -> None:
         path.unlink(missing_ok=True)
 
 
-def is_rank_zero() -> bool:
-    """False in the other processes of a multi-process run (Fabric's launcher, torchrun, SLURM
-    set these variables): the first process holds the lock for all of them."""
-    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK",
-                                                         "SLURM_PROCID"))
-
-
 @contextmanager
 def run_lock(run_dir: Path, say: Callable[[str], None]) -> Iterator[None]:
-    """Hold ``run_dir``'s lock for the ``with`` block (only in the first process of a run)."""
+    """Hold ``run_dir``'s lock for the ``with`` block (only in the first process of a run: it
+    holds the lock for all of them)."""
     if not is_rank_zero():
         yield
         return

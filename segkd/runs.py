@@ -22,7 +22,8 @@ from rich.console import Console
 
 from .config import Config, load_config
 from .errors import SegkdError
-from .runlock import is_rank_zero, run_lock
+from .distributed import is_rank_zero
+from .runlock import run_lock
 
 # Keys that may differ on --resume: the device, loader workers, threads, cache, log cadence and
 # progress bars, compilation, the data's location and the (unused on resume) out_dir.

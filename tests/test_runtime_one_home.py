@@ -2,7 +2,9 @@
 summary.json read), the checkpoint dict and its format, the sha256 helper, the rank-zero check."""
 from __future__ import annotations
 
+import ast
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,8 @@ from segkd.config import TrainerCfg
 from segkd.errors import ConfigError
 from segkd.engine import runtime
 from segkd.engine.runtime import resolve_runtime
+
+PKG = Path(__file__).resolve().parents[1] / "segkd"
 
 
 def _bf16_gpu(monkeypatch, available: bool = True) -> None:
@@ -95,3 +99,70 @@ def test_fabric_and_the_run_read_one_runtime(monkeypatch, tmp_path, tiny, accele
     assert (given["accelerator"], given["precision"]) == ("cuda", "bf16-mixed")
     assert eng.precision == eng.runtime.summary() and eng.precision["value"] == "bf16-mixed"
     assert _teacher_conv_dtypes(eng) == {torch.bfloat16}
+
+
+# ----------------------------------------------------------------------------- one home each
+def _code_trees() -> dict[str, ast.Module]:
+    return {".".join(p.relative_to(PKG.parent).with_suffix("").parts): ast.parse(p.read_text())
+            for p in sorted(PKG.rglob("*.py"))}
+
+
+def _where(pred) -> set[str]:
+    return {mod for mod, tree in _code_trees().items() if any(pred(n) for n in ast.walk(tree))}
+
+
+def test_checkpoint_format_sha256_and_rank_zero_each_have_one_home():
+    def const(value):
+        return lambda n: isinstance(n, ast.Constant) and n.value == value
+
+    assert _where(const("segkd-checkpoint")) == {"segkd.checkpoint"}
+    assert _where(lambda n: isinstance(n, ast.ImportFrom) and (n.module or "").endswith("checkpoint")
+                  and any(a.name in ("FORMAT", "VERSION") for a in n.names)) == set()
+    assert _where(lambda n: isinstance(n, ast.Attribute) and n.attr == "sha256"
+                  and isinstance(n.value, ast.Name) and n.value.id == "hashlib") == {"segkd.checkpoint"}
+    assert _where(const("LOCAL_RANK")) == {"segkd.distributed"}
+    defined = [mod for mod, tree in _code_trees().items() for n in tree.body
+               if isinstance(n, ast.FunctionDef) and n.name in ("model_checkpoint", "is_rank_zero")]
+    assert sorted(defined) == ["segkd.checkpoint", "segkd.distributed"]
+
+
+def test_model_checkpoint_is_the_engines_and_the_importers():
+    """A run's model checkpoint holds replacements and config; an imported teacher neither."""
+    from segkd.checkpoint import FORMAT, is_segkd, model_checkpoint
+
+    model = nn.Conv2d(3, 2, 1)
+    spec = {"arch": "x", "kwargs": {}}
+    run = model_checkpoint(model, spec, [], {"num_classes": 2}, {"seed": 0}, {"kind": "run"})
+    assert list(run) == ["format", "version", "kind", "model", "replacements", "state_dict",
+                         "meta", "config"] and run["kind"] == "run" and is_segkd(run)
+    imported = model_checkpoint(model, spec, None, {"num_classes": 2})
+    assert list(imported) == ["format", "version", "kind", "model", "state_dict", "meta"]
+    assert imported["format"] == FORMAT and imported["kind"] == "model"
+    assert torch.equal(imported["state_dict"]["weight"], model.weight.detach())
+
+
+def test_one_sha256_for_files_buffers_and_downloads(tmp_path):
+    import hashlib
+
+    from segkd.checkpoint import sha256_file, sha256_hex
+
+    f = tmp_path / "blob"
+    f.write_bytes(b"segkd" * 1000)
+    want = hashlib.sha256(f.read_bytes()).hexdigest()
+    assert sha256_file(f) == sha256_hex([f.read_bytes()]) == sha256_hex([b"segkd"] * 1000) == want
+
+
+def test_every_part_of_a_run_agrees_on_rank_zero(tmp_path, monkeypatch, capsys):
+    """Under SLURM's second task the pre-flight warnings stay silent, as the run lock does."""
+    from segkd.data import check
+    from segkd.runlock import LOCK_NAME, run_lock
+
+    for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(k, raising=False)
+    check._say("first process")
+    assert "first process" in capsys.readouterr().err
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    check._say("second process")
+    with run_lock(tmp_path, print):
+        assert not (tmp_path / LOCK_NAME).exists()
+    assert capsys.readouterr().err == ""

@@ -10,7 +10,8 @@ from typing import Any, Optional
 
 import torch.nn as nn
 
-from ..checkpoint import is_segkd, load_strict, resolve_checkpoint, save_checkpoint
+from ..checkpoint import (is_segkd, load_strict, model_checkpoint, resolve_checkpoint,
+                          save_checkpoint)
 from ..errors import CheckpointError, SegkdError
 
 SUPPORTED = ("a segkd checkpoint (a run's best.pt, or its run directory); a published checkpoint "
@@ -95,6 +96,5 @@ def _from_state_dict(path: Path, out_dir: Path, arch: str, encoder: Optional[str
             "source": str(path)}
     out_dir.mkdir(parents=True, exist_ok=True)
     dest = out_dir / "teacher.pt"
-    save_checkpoint({"format": "segkd-checkpoint", "version": 1, "kind": "model", "model": spec,
-                     "state_dict": model.state_dict(), "meta": meta}, dest)
+    save_checkpoint(model_checkpoint(model, spec, None, meta), dest)
     return Teacher(model.eval(), spec, dest, meta)

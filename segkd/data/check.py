@@ -22,7 +22,6 @@ set), "warn" prints errors as warnings, "off" skips the check.
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from segkd.data.base import SegmentationDataset, png_header, read_raw_mask
 from segkd.data.mask_values import (LOSSY_EXTS, UNMAPPED_SHARE, absent_message, lossy_message,
                                     lossy_values, map_keys, parse_value_map, unmapped_message,
                                     unmapped_values, value_counts)
+from segkd.distributed import is_rank_zero
 from segkd.errors import DataError
 
 CHECK_MODES = ("error", "warn", "off")
@@ -71,15 +71,10 @@ def sample_indices(n: int, limit: int) -> list[int]:
     return np.unique(np.linspace(0, n - 1, limit).round().astype(int)).tolist()
 
 
-def _main_process() -> bool:
-    """False in the other processes of a multi-process run (they check too, to stop with the
-    same error, but one process prints the warnings)."""
-    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
-
-
 def _say(msg: str) -> None:
-    """Print a warning line on stderr (main process only)."""
-    if _main_process():
+    """Print a warning line on stderr (the first process only: the others check too, to stop
+    with the same error, but one prints the warnings)."""
+    if is_rank_zero():
         _console.print(f"[yellow]warning:[/yellow] {escape(msg)}", highlight=False)
 
 

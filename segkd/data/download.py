@@ -33,7 +33,7 @@ from urllib.request import Request, urlopen
 from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                            TransferSpeedColumn)
 
-from segkd.checkpoint import sha256_file
+from segkd.checkpoint import sha256_file, sha256_hex
 from segkd.console import console, say
 from segkd.data.spec import Archive, DatasetSpec, Download, dataset_specs
 from segkd.errors import DataError, SegkdError
@@ -206,15 +206,11 @@ def _held_bytes(fh, archive: Path) -> None:
     ``.sha256`` sidecar); the handle is left at the start."""
     side = _sidecar(archive)
     if side.is_file():
-        import hashlib
-
-        h = hashlib.sha256()
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
+        held = sha256_hex(iter(lambda: fh.read(1 << 22), b""))
         vouched = side.read_text().strip()
-        if h.hexdigest() != vouched:
+        if held != vouched:
             raise DataError(f"{archive} changed after it was verified (sha256 {vouched[:12]}... at "
-                            f"download, {h.hexdigest()[:12]}... now): delete it and its .sha256 "
+                            f"download, {held[:12]}... now): delete it and its .sha256 "
                             "and run segkd download again")
     fh.seek(0)
 

@@ -20,7 +20,6 @@ fraction), the prepare step and transforms. Each position is its own array
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from typing import Callable, Optional
 import torch
 from torchvision.transforms import v2
 
+from ..checkpoint import sha256_hex
 from ..data.transforms import (ImageToFloat, JointRandomCrop, JointRandomScale, RandomHFlip,
                                find_flip, transform_steps)
 from .cache_store import (DTYPES, ArraySpec, CacheError, MemoryArray, PartialArray,
@@ -90,23 +90,26 @@ def check_approximate(transform) -> Optional[JointRandomCrop]:
 
 def weights_sha256(model: torch.nn.Module) -> str:
     """sha256 over a model's state dict (names, dtypes, shapes and bytes)."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    def chunks():
+        for name, t in model.state_dict().items():
+            t = t.detach().cpu().contiguous()
+            yield f"{name}|{t.dtype}|{tuple(t.shape)}".encode()
+            yield t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+    return sha256_hex(chunks())
 
 
 def dataset_identity(ds) -> dict:
     """What makes a dataset's prepared training samples what they are (for the cache key)."""
-    h = hashlib.sha256()
-    for img, _ in ds.items:
-        p = Path(img).expanduser().resolve()
-        st = p.stat() if p.is_file() else None
-        h.update(f"{p}|{st.st_size if st else '-'}|{st.st_mtime_ns if st else '-'}\n".encode())
+    def lines():
+        for img, _ in ds.items:
+            p = Path(img).expanduser().resolve()
+            st = p.stat() if p.is_file() else None
+            yield f"{p}|{st.st_size if st else '-'}|{st.st_mtime_ns if st else '-'}\n".encode()
+
     return {"dataset": getattr(ds, "name", type(ds).__name__), "items": len(ds.items),
-            "files": h.hexdigest(), "prepare": repr(ds.prepare), "transform": repr(ds.transform),
+            "files": sha256_hex(lines()), "prepare": repr(ds.prepare),
+            "transform": repr(ds.transform),
             "mean": list(ds.mean), "std": list(ds.std),
             "options": repr(sorted((k, v) for k, v in vars(ds).items()
                                    if k in ("seed", "size", "split")))}
@@ -261,7 +264,7 @@ class TeacherCache:
         if id(ds) not in self._ids:  # stats every file: once per dataset
             self._ids[id(ds)] = dataset_identity(ds)
         key = {**self.key, **self._ids[id(ds)], "views": views}
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        digest = sha256_hex([json.dumps(key, sort_keys=True).encode()])[:20]
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             _, probe = self._outputs(ds, flip, [0], views)
         specs, layout = {}, {}

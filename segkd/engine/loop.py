@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..checkpoint import load_checkpoint, load_strict, save_checkpoint
+from ..checkpoint import load_checkpoint, load_strict, model_checkpoint, save_checkpoint
 from ..config import Config, StageCfg, dump_config
 from ..errors import ConfigError, NonFiniteLoss, SegkdError
 from ..models.spec import apply_replacements, build_from_spec, model_spec
@@ -24,7 +24,7 @@ from .logger import RunLogger
 from .optim import build_optimizer, build_scheduler, extend_optimizer
 from .plan import optimizer_chain, schedule_span, stage_trainable
 from .runtime import resolve_runtime
-from .state import Progress, StageRun, model_checkpoint, rng_state, seed_all, set_rng_state
+from .state import Progress, StageRun, rng_state, seed_all, set_rng_state
 from .train import EpochSpec, train_epoch
 
 

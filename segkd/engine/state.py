@@ -8,7 +8,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ..checkpoint import FORMAT
+from ..checkpoint import model_checkpoint  # noqa: F401  (the engine's name for it)
 
 
 @dataclass
@@ -71,15 +71,3 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
     torch.manual_seed(seed)
-
-
-def model_checkpoint(student: torch.nn.Module, spec: dict, replacements: list, meta: dict,
-                     config: dict, extra: dict | None = None) -> dict[str, Any]:
-    """A model-only checkpoint (best.pt, exports, teacher references)."""
-    return {"format": FORMAT, "version": 1, "kind": "model", "model": spec,
-            "replacements": replacements, "state_dict": _cpu_state(student), "meta": meta,
-            "config": config, **(extra or {})}
-
-
-def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu() for k, v in module.state_dict().items()}

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ...checkpoint import load_strict, save_checkpoint
+from ...checkpoint import load_strict, model_checkpoint, save_checkpoint
 from ...constants import IMAGENET_MEAN, IMAGENET_STD
 from ...errors import CheckpointError
 from ...registry import MODELS
@@ -34,7 +34,6 @@ VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "
 CITYSCAPES_CLASSES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
                       "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
                       "truck", "bus", "train", "motorcycle", "bicycle"]
-SEGKD_FORMAT, SEGKD_VERSION = "segkd-checkpoint", 1
 
 
 @dataclass(frozen=True)
@@ -153,7 +152,5 @@ def import_teacher(path: str | os.PathLike, fmt: str, out_path: str | os.PathLik
     """Convert a published checkpoint into a segkd model checkpoint at ``out_path``."""
     model, meta = load_teacher_checkpoint(path, fmt)
     kwargs = {"num_classes": meta["num_classes"], **_spec(fmt).kwargs}
-    ckpt = {"format": SEGKD_FORMAT, "version": SEGKD_VERSION, "kind": "model",
-            "model": {"arch": meta["arch"], "kwargs": kwargs},
-            "state_dict": model.state_dict(), "meta": meta}
+    ckpt = model_checkpoint(model, {"arch": meta["arch"], "kwargs": kwargs}, None, meta)
     return save_checkpoint(ckpt, out_path)  # atomic, with a sha256 sidecar
