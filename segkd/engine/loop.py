@@ -11,7 +11,7 @@ import torch
 
 from ..checkpoint import load_checkpoint, load_strict, model_checkpoint, save_checkpoint
 from ..config import Config, StageCfg, dump_config
-from ..errors import ConfigError, NonFiniteLoss, SegkdError
+from ..errors import CheckpointError, ConfigError, NonFiniteLoss, SegkdError
 from ..models.spec import apply_replacements, build_from_spec, model_spec
 from .build import build_distiller, build_teacher, build_teacher_cache, stage_terms
 from .init import initialise_student
@@ -90,6 +90,7 @@ class Engine:
         ckpt = None
         if self.resume:  # rebuild the architecture the checkpoint's plan produced, then load
             ckpt = load_checkpoint(self.run_dir / "last.pt", must_verify=True)
+            _same_teacher(ckpt, self.teacher_sha256, cfg.teacher)
             student = self._load_resume(ckpt)
         if self.fabric.world_size > 1 and cfg.trainer.sync_bn and self.fabric.device.type == "cuda":
             student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
@@ -394,7 +395,7 @@ class Engine:
                       scheduler=run.sched.state_dict() if run.sched is not None else None,
                       connectors={k: v.cpu() for k, v in self.distiller.connectors.state_dict().items()},
                       rng=rng_state(), progress=self.counters.to_dict(), history=self.history,
-                      warnings=list(self.health.warnings))
+                      warnings=list(self.health.warnings), teacher_sha256=self.teacher_sha256)
             save_checkpoint(ck, self.run_dir / "last.pt")
         c = self.counters
         self.health.saved["last.pt"] = f"stage '{self.cfg.stages[c.stage].name}' epoch {c.epoch}"
@@ -411,6 +412,18 @@ class Engine:
             spec=self.spec, replacements=self.replacements, precision=self.precision,
             progress=self.counters, teacher_sha256=self.teacher_sha256,
             warnings=list(self.health.warnings)), wall)
+
+
+def _same_teacher(ckpt: dict, sha256: Optional[str], teacher_cfg) -> None:
+    """A resumed run distils from the teacher it started with: the sha256 of the bytes loaded now
+    must be the one last.pt recorded (a teacher file replaced between the runs would otherwise
+    mix two teachers into one student)."""
+    was = ckpt.get("teacher_sha256")
+    if was and sha256 and was != sha256:
+        where = getattr(teacher_cfg, "checkpoint", None) or getattr(teacher_cfg, "weights", None)
+        raise CheckpointError(f"the teacher {where} is not the one this run started with (sha256 "
+                              f"{sha256[:12]}... now, {was[:12]}... in last.pt): put the original "
+                              "teacher back to resume, or start a new run")
 
 
 def _quiet_malloc() -> None:
