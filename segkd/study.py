@@ -37,8 +37,8 @@ from rich.table import Table
 
 from .checkpoint import resolve_checkpoint
 from .config import _Strict, load_config
-from .errors import ConfigError, SegkdError
 from .config_yaml import load_yaml
+from .errors import ConfigError, SegkdError
 from .registry import suggest
 from .runs import run_training
 

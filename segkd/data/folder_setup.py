@@ -122,11 +122,11 @@ def suggest_config(report: Any, root: Path, options: dict[str, Any]) -> dict[str
         "name": root.resolve().name or "folder",
         "data": {k: v for k, v in data.items() if v is not None or k == "val_split"},
         "model": {"arch": "unet", "encoder": "kd_resnet18"},
+        "trainer": {"precision": "auto"},  # bf16 where the device computes it natively, else fp32
         "stages": [{"name": "train", "epochs": 50, "terms": [{"loss": "ce"}],
                     "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-4},
                     "schedule": {"name": "poly"}}],
         "eval": {"splits": [s for s in (val, test) if s]},
-        "trainer": {"precision": "auto"},  # bf16 where the device computes it natively, else fp32
     }
 
 
