@@ -37,7 +37,7 @@ CPU = torch.device("cpu")
 def default_workers(device_type: str = "cpu") -> int:
     """``data.num_workers`` of the camvid recipes (configs/camvid/_base.yaml), else DataCfg's,
     as a training run on ``device_type`` resolves it (``"auto"`` depends on the device)."""
-    from segkd.config import DataCfg, read_yaml
+    from segkd.config.schema import DataCfg, read_yaml
     from segkd.engine.data import resolve_workers
 
     base = bs.REPO / "configs" / "camvid" / "_base.yaml"
@@ -49,7 +49,7 @@ def default_workers(device_type: str = "cpu") -> int:
 
 def train_dataset(size: tuple[int, int], cache: bool, root: Path, count: int):
     """The training split through segkd's build_data (CamVid, else the synthetic set)."""
-    from segkd.config import DataCfg
+    from segkd.config.schema import DataCfg
     from segkd.engine.data import build_data
 
     if root.is_dir():

@@ -43,12 +43,23 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-
 from bench_profile import console, print_profile, profile_steps
 from bench_stats import NO_DIFFERENCE, fmt_ratio, paired_ratio, rotated
-from bench_variants import (CACHED, KD_T, REPO, Setup, Step, autocast, build_variants,  # noqa: F401
-                            make_bare_kd, make_segkd, make_student, make_teacher, sync,
-                            torchdistill_available)
+from bench_variants import (  # noqa: F401
+    CACHED,
+    KD_T,
+    REPO,
+    Setup,
+    Step,
+    autocast,
+    build_variants,
+    make_bare_kd,
+    make_segkd,
+    make_student,
+    make_teacher,
+    sync,
+    torchdistill_available,
+)
 
 CAMVID = REPO.parent / "shared" / "data" / "camvid"
 PAIRS = {  # pair -> (teacher (arch, kwargs), student (arch, kwargs), classes, default feature method)
@@ -155,7 +166,7 @@ def load_batches(size: tuple[int, int], batch: int, count: int, device: torch.de
                  channels_last: bool, root: Path = CAMVID) -> tuple[list[dict], int, str]:
     """``count`` training batches through segkd's own data path (CamVid train transforms:
     resize to ``size`` (H, W) + flip), moved to ``device``. Returns (batches, ignore, source)."""
-    from segkd.config import DataCfg
+    from segkd.config.schema import DataCfg
     from segkd.engine.data import build_data, make_loader
 
     if root.is_dir():

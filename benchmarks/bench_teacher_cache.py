@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from segkd.config import OptimCfg
+from segkd.config.schema import OptimCfg
 from segkd.distill.cache_store import ArraySpec, MemoryArray, PartialArray
 from segkd.distill.distiller import Distiller, Term
 from segkd.distill.teacher_cache import CachedPosition, StageCache

@@ -176,7 +176,7 @@ def segkd_terms(method: str, pair: str) -> list:
     if method == "cwd":
         return [ce, Term(name="cwd", loss="cwd", weight=3.0, options={"tau": 4.0})]
     if method == "ofd" and pair == "unet":
-        from segkd.config import load_config
+        from segkd.config.schema import load_config
         from segkd.engine.build import stage_terms
 
         return stage_terms(load_config(REPO / "configs" / "camvid" / "ofd.yaml").stages[-1])
@@ -186,12 +186,12 @@ def segkd_terms(method: str, pair: str) -> list:
 def _segkd_step(su: Setup, method: str):
     """segkd's own path: Distiller.configure, build_optimizer, Fabric.setup. Returns (fabric,
     distiller, wrapped module, optimizer, run(batches, teacher_cache=None))."""
-    from segkd.config import OptimCfg, TrainerCfg
+    from segkd.config.schema import OptimCfg, TrainerCfg
     from segkd.distill.distiller import Distiller
-    from segkd.engine.runtime import autocast_dtype
     from segkd.engine.fabric import make_fabric
     from segkd.engine.logger import RunLogger
     from segkd.engine.optim import build_optimizer
+    from segkd.engine.runtime import autocast_dtype
     from segkd.engine.state import StageRun
     from segkd.engine.train import EpochSpec, train_epoch
 
@@ -227,8 +227,7 @@ def make_segkd_cached(su: Setup, batches: list[dict]) -> Step:
     plugin and autocast, ``Distiller.teacher_outputs``), held in segkd's in-memory cache rows,
     and read through ``StageCache.batch`` in ``train_epoch``, as a cached run reads them."""
     from segkd.distill.cache_store import ArraySpec, MemoryArray
-    from segkd.distill.teacher_cache import (_TORCH_DTYPE_NAMES, CachedPosition, StageCache,
-                                             _channels_last)
+    from segkd.distill.teacher_cache import _TORCH_DTYPE_NAMES, CachedPosition, StageCache, _channels_last
 
     fabric, d, run = _segkd_step(su, "kd")
     precision = fabric.strategy.precision
@@ -298,7 +297,7 @@ def make_torchdistill(su: Setup, size: tuple[int, int], tuned: bool = False) -> 
 def teacher_cache_available() -> bool:
     """Whether the segkd on the path has the teacher cache (``teacher.cache``; an older checkout
     profiled through PYTHONPATH may not)."""
-    from segkd.config import TeacherCfg
+    from segkd.config.schema import TeacherCfg
 
     try:
         import segkd.distill.teacher_cache  # noqa: F401

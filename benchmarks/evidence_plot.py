@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from segkd.report import aggregate, load_runs  # noqa: E402
+from segkd.apps.report.tables import aggregate, load_runs  # noqa: E402
 
 TEACHER = (24.4, 0.543)  # ../shared/teachers/camvid-unet-r34-128x96.pt: params (M), val mIoU
 STUDIES = ("camvid_methods", "camvid_search", "camvid_kdsemseg", "camvid_kdsemseg_followup", "camvid_pnp",

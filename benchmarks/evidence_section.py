@@ -28,7 +28,7 @@ def _summaries(study: str) -> list[dict]:
 
 def _provenance(study: str) -> str:
     """Command, date, machine and epoch selection of a study's runs, read from their summaries."""
-    from segkd.report_runs import selection_label
+    from segkd.apps.report.runs import selection_label
 
     sums = _summaries(study)
     if not sums:

@@ -47,9 +47,10 @@ def imported_distributions() -> set[str]:
     import bench_data  # noqa: F401
     import bench_step  # noqa: F401
     import suite  # noqa: F401
+
     import segkd.engine.loop  # noqa: F401
     import segkd.engine.train  # noqa: F401
-    from segkd.config import TrainerCfg
+    from segkd.config.schema import TrainerCfg
     from segkd.engine.fabric import make_fabric
     from segkd.models import create_model
 

@@ -17,9 +17,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from segkd.apps.eval_checkpoint import checkpoint_split  # noqa: E402
 from segkd.engine.data import make_loader  # noqa: E402
-from segkd.engine.evaluate import evaluate  # noqa: E402
-from segkd.evaluation import checkpoint_split  # noqa: E402
+from segkd.eval.evaluate import evaluate  # noqa: E402
 from segkd.models.spec import apply_replacements, model_from_checkpoint  # noqa: E402
 
 TEACHER = ROOT.parent / "shared" / "teachers" / "camvid-unet-r34-128x96.pt"

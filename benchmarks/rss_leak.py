@@ -46,7 +46,7 @@ def slope(xs: list[float], ys: list[float]) -> float:
 
 
 def make_config(args: argparse.Namespace):
-    from segkd.config import config_from_dict
+    from segkd.config.schema import config_from_dict
 
     return config_from_dict({
         "name": "rss", "seed": 0,

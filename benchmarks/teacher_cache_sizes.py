@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from segkd.config import load_config
+from segkd.config.schema import load_config
 from segkd.distill.losses.contract import contract_of
 from segkd.distill.recorder import Recorder
 from segkd.engine.build import stage_terms

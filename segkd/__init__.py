@@ -21,6 +21,6 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     last.pt) in eval mode, and its meta (``classes``, ``num_classes``, ``mean``, ``std``,
     ``ignore_index``). The file's sha256 is verified and nothing in it is executed; the model
     returns the logits tensor. See :func:`segkd.models.spec.load_model`."""
-    from .models.spec import load_model as _load  # torch, timm, smp: imported on first use
+    from segkd.models.spec import load_model as _load  # torch, timm, smp: imported on first use
 
     return _load(path)

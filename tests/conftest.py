@@ -39,7 +39,7 @@ def _seeded() -> None:
 
 def tiny_cfg(**over) -> dict:
     """A raw config dict for a seconds-long run on 32x32 synthetic images."""
-    from segkd.config import deep_merge
+    from segkd.config.schema import deep_merge
 
     base = {
         "name": "tiny", "seed": 0,
@@ -63,7 +63,7 @@ def tiny():
 @pytest.fixture(scope="session")
 def teacher_ckpt(tmp_path_factory) -> Path:
     """A trained (1 epoch) tiny UNet-kd_resnet14 teacher checkpoint, shared by tests."""
-    from segkd.config import config_from_dict
+    from segkd.config.schema import config_from_dict
     from segkd.engine import Engine
 
     run = tmp_path_factory.mktemp("teacher")
@@ -129,7 +129,7 @@ def run_then_kill(args: list[str], run: Path, ready, timeout: float, what: str) 
 def interrupt_at_epoch(monkeypatch, raw: dict, run_dir: Path, k: int) -> None:
     """Run an Engine on config dict ``raw`` in ``run_dir`` and stop it (KeyboardInterrupt) as its
     k-th epoch starts, in process: the epochs before it are checkpointed, as after a crash."""
-    from segkd.config import config_from_dict
+    from segkd.config.schema import config_from_dict
     from segkd.engine import Engine
 
     orig, calls = Engine._epoch, {"n": 0}

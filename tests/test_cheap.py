@@ -7,10 +7,17 @@ import pytest
 import torch
 from torch import nn
 
-from segkd.models.cheap import (CHEAP_BLOCKS, CheapBlock, auto_plan, build_block,
-                                make_cheap_student, replace_convs, replacement_table,
-                                resolve_paths)
-from segkd.models.profile import count_flops, count_params
+from segkd.models.cheap import (
+    CHEAP_BLOCKS,
+    CheapBlock,
+    auto_plan,
+    build_block,
+    make_cheap_student,
+    replace_convs,
+    replacement_table,
+    resolve_paths,
+)
+from segkd.models.cost import count_flops, count_params
 
 # (in, out, kernel, stride, padding, dilation, groups, bias, padding_mode)
 CONVS = [

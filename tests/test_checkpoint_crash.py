@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import segkd.checkpoint as ckmod
-from segkd.checkpoint import load_checkpoint, save_checkpoint
-from segkd.errors import CheckpointError
 from conftest import SHARED, require_shared
+
+import segkd.core.checkpoint as ckmod
+from segkd.core.checkpoint import load_checkpoint, save_checkpoint
+from segkd.core.errors import CheckpointError
 
 OLD, NEW = {"v": torch.zeros(64)}, {"v": torch.ones(64)}
 

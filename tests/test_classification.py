@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from segkd.config import config_from_dict
+from segkd.config.schema import config_from_dict
 from segkd.engine import Engine
 
 

@@ -26,8 +26,8 @@ def test_train_eval_predict_info(segkd, tmp_path, tiny):
     m = json.loads(out.read_text())
     assert len(m["per_class_iou"]) == 4 and 0 <= m["mIoU"] <= 1 and "per_image_iou" in m
 
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     imgs = tmp_path / "imgs"
     imgs.mkdir()
@@ -60,12 +60,20 @@ def test_info_reports_parameter_counts(segkd):
     assert "14,329,659" in proc.stdout  # UNet-R18, 11 classes (kdsemseg student)
 
 
-def test_demo_quick(segkd, tmp_path):
-    proc = segkd("demo", "--quick", "--out-dir", str(tmp_path / "demo"))
+def test_demo_quick_trains_a_teacher_and_compresses_it(segkd, tmp_path):
+    out = tmp_path / "demo"
+    proc = segkd("demo", "--quick", "--out-dir", str(out))
     assert proc.returncode == 0, proc.stderr
-    for run in ("teacher", "baseline", "distilled"):
-        assert (tmp_path / "demo" / run / "summary.json").is_file()
-    assert "demo" in proc.stdout and "distilled" in proc.stdout
+    assert (out / "teacher" / "summary.json").is_file()
+    for run in ("student", "baseline"):
+        assert (out / "compress" / run / "summary.json").is_file()
+    assert (out / "compress" / "export" / "student.onnx").is_file()
+    report = (out / "compress" / "report.md").read_text()
+    assert "| teacher |" in report and "| student |" in report and "| baseline |" in report
+    assert "kept of teacher" in proc.stdout and "chosen:" in proc.stdout
+    again = segkd("demo", "--quick", "--out-dir", str(out))  # finished runs are kept, not redone
+    assert again.returncode == 0, again.stderr
+    assert "finished earlier" in again.stdout
 
 
 def test_quiet_is_passed_down_to_each_invocation(monkeypatch, tmp_path):
@@ -77,12 +85,12 @@ def test_quiet_is_passed_down_to_each_invocation(monkeypatch, tmp_path):
     from segkd.cli import app
 
     seen: list = []
-    monkeypatch.setattr("segkd.runs.run_training", lambda config, overrides, *a: seen.append(
+    monkeypatch.setattr("segkd.apps.runs.run_training", lambda config, overrides, *a: seen.append(
         "trainer.progress=false" in overrides) or (tmp_path, {}))
     monkeypatch.setattr(train_cmds, "print_summary", lambda *a: None)
     monkeypatch.setattr("segkd.data.download.download",
                         lambda *a, progress, **kw: seen.append(not progress))
-    monkeypatch.setattr("segkd.demo.run_demo", lambda *a, quiet: seen.append(quiet))
+    monkeypatch.setattr("segkd.apps.demo.run_demo", lambda *a, quiet: seen.append(quiet))
     runner = CliRunner()
     for args in (["-q", "train", "x.yaml"], ["train", "x.yaml"], ["-q", "download", "camvid"],
                  ["download", "camvid"], ["-q", "demo"], ["demo"]):

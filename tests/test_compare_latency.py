@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import segkd.models.profile as profile
-from segkd.compare import SPREAD_WARN, LatencySetup, spread_warning
+import segkd.models.cost as profile
+from segkd.apps.deploy_compare import SPREAD_WARN, LatencySetup, spread_warning
 
 
 def _fake_latency(std_ms: float, seen: list | None = None):
@@ -30,7 +30,7 @@ def test_threads_apply_while_measuring_and_are_restored(monkeypatch):
 
 
 def test_threads_must_be_positive():
-    from segkd.export import ExportError
+    from segkd.apps.export import ExportError
 
     with pytest.raises(ExportError, match="--threads must be >= 1, got 0"):
         LatencySetup(threads=0).check()

@@ -1,4 +1,4 @@
-"""Method vs baseline (segkd.comparison, `segkd report --baseline`): the Welch interval against a
+"""Method vs baseline (segkd.apps.report.stats, `segkd report --baseline`): the Welch interval against a
 hand computation, the gap share, the verdicts, and the report's variant rule for config keys that
 only newer runs carry."""
 import json
@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from segkd.comparison import compare, t975, welch_interval
-from segkd.errors import SegkdError
-from segkd.report import group_runs, load_runs, report
+from segkd.apps.report.stats import compare, t975, welch_interval
+from segkd.apps.report.tables import group_runs, load_runs, report
+from segkd.core.errors import SegkdError
 
 
 def _run(root, method, seed, val, config=None, precision=None):

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from segkd.config import config_from_dict
+from segkd.config.schema import config_from_dict
 
 pytestmark = pytest.mark.skipif(os.environ.get("SEGKD_COMPILE_TESTS") != "1",
                                 reason="slow (torch.compile); set SEGKD_COMPILE_TESTS=1")

@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
-from segkd.compress.plan import Target, choose, measure_all, parse_budget, parse_params
-from segkd.compress.recipe import MIN_STEPS, size_budget
-from segkd.errors import SegkdError
+from segkd.apps.compress.plan import Target, choose, measure_all, parse_budget, parse_params
+from segkd.apps.compress.recipe import MIN_STEPS, size_budget
+from segkd.core.errors import SegkdError
 
 DATA = {"data": {"name": "synthetic", "batch_size": 4, "num_workers": 0,
                  "options": {"num_images": 8, "size": [32, 32], "num_classes": 4}},
@@ -48,9 +48,9 @@ def test_plan_table_shows_every_candidate_kind(segkd, teacher_ckpt, data_yaml, t
 
 def test_a_latency_target_excludes_the_slow_candidates(monkeypatch, teacher_ckpt, tmp_path):
     """Latency measured (here: a stand-in proportional to parameters, so the test is exact)."""
-    import segkd.models.profile as profile
-    from segkd.compress.candidates import all_candidates
-    from segkd.compress.teacher import load_teacher
+    import segkd.models.cost as profile
+    from segkd.apps.compress.candidates import all_candidates
+    from segkd.apps.compress.teacher import load_teacher
 
     monkeypatch.setattr(profile, "measure_latency", lambda m, size, **kw: {
         "p50_ms": profile.count_params(m) / 1e5, "mean_ms": 0.0, "std_ms": 0.0})

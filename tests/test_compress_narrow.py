@@ -1,15 +1,14 @@
 """Cut and narrowed copies of a UNet-ResNet teacher (segkd.models.narrow, init_match mapping)."""
 import pytest
 import torch
+from conftest import tiny_cfg
 
-from segkd.config import config_from_dict
+from segkd.config.schema import config_from_dict
+from segkd.core.errors import ConfigError
 from segkd.engine.init import initialise_student
-from segkd.errors import ConfigError
 from segkd.models import create_model
 from segkd.models.narrow import derive_state, keep_blocks, stage_layers, student_spec
 from segkd.models.spec import build_from_spec
-
-from conftest import tiny_cfg
 
 TEACHER = {"arch": "unet", "kwargs": {"encoder": "kd_resnet34", "num_classes": 3}}
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from segkd.config import apply_overrides, config_from_dict, load_config
-from segkd.errors import ConfigError
+from segkd.config.schema import apply_overrides, config_from_dict, load_config
+from segkd.core.errors import ConfigError
 
 
 def test_base_merge_anchors_and_overrides(tmp_path):
@@ -51,3 +51,13 @@ def test_circular_base_and_missing_file(tmp_path):
         load_config(tmp_path / "a.yaml")
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_overrides_do_not_give_a_model_section_the_default_encoder(tmp_path):
+    """With ``--set``, the file is merged over the defaults so that overrides can address them;
+    the default model's encoder must not reach a model section that names an arch without one."""
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {arch: my_registered_arch, kwargs: {width: 4}}\n")
+    cfg = load_config(path, ["trainer.progress=false"])
+    assert cfg.model.arch == "my_registered_arch" and cfg.model.encoder is None
+    assert load_config(None, ["trainer.progress=false"]).model.encoder == "kd_resnet10"

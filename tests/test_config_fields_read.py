@@ -3,9 +3,9 @@ makes and the program does not keep (``connector_warmup_epochs`` and ``trainer.d
 were such keys).
 
 The schema is walked from the pydantic models themselves (every model defined in
-segkd/config.py, and every model their fields reach, through Optional/list/dict/Union), so a
+segkd/config/schema.py, and every model their fields reach, through Optional/list/dict/Union), so a
 field added later is checked without editing this test. "Read" means the package's code outside
-config.py (parsed, so comments and docstrings do not count) accesses the attribute
+config/schema.py (parsed, so comments and docstrings do not count) accesses the attribute
 (``<expr>.field``, but not a chain rooted at torch/numpy/os: ``torch.backends.cudnn.deterministic``
 is not ``trainer.deterministic``) or uses the name as a string constant (fields consumed through
 ``model_dump()`` dicts or ``getattr``). A name shared by two fields counts for both: the check
@@ -18,10 +18,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-import segkd.config as config_module
-from segkd.schedules import SCHEDULES
+import segkd.config.schema as config_module
+from segkd.config.schedules import SCHEDULES
 
-PACKAGE = Path(config_module.__file__).resolve().parent
+PACKAGE = Path(config_module.__file__).resolve().parents[1]  # segkd/
 # Attribute chains rooted at these names are library attributes, never a config section.
 FOREIGN = {"torch", "np", "numpy", "os", "nn", "F", "math", "sys"}
 # (model, field) read only generically, with no literal use of its name: say how, one per line.
@@ -34,7 +34,7 @@ def _leaf_types(annotation: typing.Any) -> list[typing.Any]:
 
 
 def schema_models() -> list[type[BaseModel]]:
-    """Every pydantic model defined in segkd/config.py plus those their fields reach."""
+    """Every pydantic model defined in segkd/config/schema.py plus those their fields reach."""
     found: dict[type[BaseModel], None] = {}
 
     def visit(model: type[BaseModel]) -> None:
@@ -90,7 +90,7 @@ def names_read(source: str) -> set[str]:
 
 def package_names_read() -> set[str]:
     return set().union(*(names_read(p.read_text(encoding="utf-8"))
-                         for p in sorted(PACKAGE.rglob("*.py")) if p.name != "config.py"))
+                         for p in sorted(PACKAGE.rglob("*.py")) if p != Path(config_module.__file__).resolve()))
 
 
 def unread_fields(read: set[str]) -> list[str]:

@@ -4,8 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
+from segkd.core.errors import DataError
 from segkd.data.base import SegmentationDataset, build_lut
-from segkd.errors import DataError
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")

@@ -3,9 +3,9 @@ SEGKD_REQUIRE_SHARED=1 or CI is set, see conftest.require_shared)."""
 from pathlib import Path
 
 import pytest
+from conftest import require_shared
 
 from segkd.data import build_dataset
-from conftest import require_shared
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")

@@ -20,8 +20,15 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_errors import (SIZE, assert_clean_error, assert_nothing_half_written,  # noqa: E402
-                         folder_config, folder_tree, png, write_config)
+from test_errors import (  # noqa: E402
+    SIZE,
+    assert_clean_error,
+    assert_nothing_half_written,
+    folder_config,
+    folder_tree,
+    png,
+    write_config,
+)
 
 
 def low_bit_png(path: Path, values: np.ndarray, bits: int) -> Path:
@@ -196,7 +203,7 @@ def test_warnings_name_the_file_and_training_goes_on(segkd, tmp_path):
 @pytest.fixture(scope="module")
 def two_class_run(tmp_path_factory) -> Path:
     """A 1-epoch 2-class folder run (its best.pt): the model for eval/predict cases."""
-    from segkd.config import config_from_dict
+    from segkd.config.schema import config_from_dict
     from segkd.engine import Engine
 
     tmp = tmp_path_factory.mktemp("two_class")
@@ -230,10 +237,10 @@ def test_eval_on_an_unlabeled_split_refused(segkd, tmp_path, two_class_run):
 def test_eval_without_the_sample_check_still_refuses_an_empty_score(tmp_path, two_class_run,
                                                                     monkeypatch):
     """The final guard: an empty confusion matrix is an error, not mIoU 0 / per-image IoU 1."""
-    from segkd.errors import DataError
-    from segkd.evaluation import evaluate_checkpoint
+    from segkd.apps.eval_checkpoint import evaluate_checkpoint
+    from segkd.core.errors import DataError
 
-    monkeypatch.setattr("segkd.evaluation.check_data", lambda *a, **k: None)
+    monkeypatch.setattr("segkd.apps.eval_checkpoint.check_data", lambda *a, **k: None)
     with pytest.raises(DataError, match="split 'test' of dataset 'folder' has no labeled pixels"):
         evaluate_checkpoint(str(two_class_run), str(void_split(tmp_path)), split="test")
 
@@ -250,10 +257,10 @@ def test_submission_format_refuses_a_model_of_other_classes(segkd, tmp_path, two
 
 
 def test_submission_check_accepts_the_benchmark_classes():
+    from segkd.core.errors import SegkdError
     from segkd.data.cityscapes import CITYSCAPES_CLASSES
     from segkd.data.submission import check_model_classes
     from segkd.data.voc import VOC_CLASSES
-    from segkd.errors import SegkdError
 
     check_model_classes({"num_classes": 19, "classes": list(CITYSCAPES_CLASSES)}, "cityscapes", "m")
     check_model_classes({"num_classes": 21, "classes": list(VOC_CLASSES)}, "voc", "m")
@@ -273,8 +280,8 @@ def _folder(tree: Path, split: str = "train", **options):
 
 
 def test_check_modes(tmp_path):
+    from segkd.core.errors import DataError
     from segkd.data.check import check_splits
-    from segkd.errors import DataError
 
     tree = folder_tree(tmp_path / "data", classes=2)
     masks(tree, lambda shape: np.full(shape, 255, np.uint8))
@@ -297,8 +304,8 @@ def test_check_reads_at_most_the_sample(tmp_path):
 
 
 def test_check_reports_a_corrupt_file_even_in_warn_mode(tmp_path):
+    from segkd.core.errors import DataError
     from segkd.data.check import check_splits
-    from segkd.errors import DataError
 
     tree = folder_tree(tmp_path / "data", classes=3)
     bad = tree / "masks" / "train" / "im1.png"
@@ -348,10 +355,10 @@ def cityscapes_tree(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def cityscapes_model(tmp_path_factory) -> Path:
     """An untrained 19-class segkd checkpoint with the Cityscapes classes (eval/predict only)."""
+    from segkd.core.checkpoint import save_checkpoint
     from segkd.data.cityscapes import CITYSCAPES_CLASSES
-    from segkd.models.spec import build_from_spec
-    from segkd.checkpoint import save_checkpoint
     from segkd.engine.state import model_checkpoint
+    from segkd.models.spec import build_from_spec
 
     spec = {"arch": "unet", "kwargs": {"encoder": "kd_resnet10", "num_classes": 19,
                                        "decoder_channels": [32, 16, 16, 8, 8]}}
@@ -388,8 +395,8 @@ def test_cityscapes_submission_from_a_cityscapes_model(segkd, tmp_path, cityscap
 
 def test_warnings_are_printed_by_the_main_process_only(tmp_path, monkeypatch, capsys):
     """In a multi-process run every rank checks (and would stop), one prints the warnings."""
+    from segkd.core.errors import DataError
     from segkd.data.check import check_splits
-    from segkd.errors import DataError
 
     tree = folder_tree(tmp_path / "data", classes=2)
     masks(tree, lambda shape: np.full(shape, 255, np.uint8))

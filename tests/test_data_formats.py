@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
+from segkd.core.errors import DataError
+from segkd.core.registry import DATASETS
 from segkd.data import CITYSCAPES_TRAINID_TO_LABELID, build_dataset
-from segkd.errors import DataError
-from segkd.registry import DATASETS
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")

@@ -1,8 +1,8 @@
 """select_fraction / write_file_list / read_file_list."""
 import pytest
 
+from segkd.core.errors import ConfigError, DataError
 from segkd.data import build_dataset, read_file_list, select_fraction, write_file_list
-from segkd.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")

@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from segkd.config import config_from_dict
+from segkd.config.schema import config_from_dict
+from segkd.core.errors import ConfigError
 from segkd.engine.data import MAX_AUTO_WORKERS, resolve_workers
-from segkd.errors import ConfigError
 
 
 @pytest.mark.parametrize("value,device,world,cpus,expected", [
@@ -78,8 +78,7 @@ def test_train_epoch_reports_the_share_spent_waiting_for_data():
 
 
 def test_run_logs_data_wait_and_says_when_loading_is_the_bottleneck(tmp_path, tiny, capsys):
-    from segkd.engine import Engine
-    from segkd.engine import loop
+    from segkd.engine import Engine, loop
 
     cfg = config_from_dict(tiny(stages=[{"name": "train", "epochs": 2, "terms": [{"loss": "ce"}],
                                          "optimizer": {"name": "adam", "lr": 1e-3}}]))
@@ -99,7 +98,7 @@ def test_run_logs_data_wait_and_says_when_loading_is_the_bottleneck(tmp_path, ti
 
 
 def _synthetic_train():
-    from segkd.config import DataCfg
+    from segkd.config.schema import DataCfg
     from segkd.engine.data import build_data
 
     cfg = DataCfg(name="synthetic", batch_size=4, num_workers=0, hflip=True, scale=(0.5, 1.5),
@@ -139,7 +138,7 @@ def test_per_sample_seeding_leaves_accelerator_generators_alone(monkeypatch):
 def test_cached_training_items_hold_the_resized_image_and_match_the_uncached_pipeline():
     """With data.cache the fixed resize is paid once: the cache holds the prepared item, and
     every sample equals what the one-piece pipeline gives for the same random state."""
-    from segkd.config import DataCfg
+    from segkd.config.schema import DataCfg
     from segkd.data.transforms import build_transforms
     from segkd.engine.data import build_data
 
@@ -162,7 +161,7 @@ def test_cached_training_items_hold_the_resized_image_and_match_the_uncached_pip
 
 
 def test_cached_eval_items_resize_the_image_only():
-    from segkd.config import DataCfg
+    from segkd.config.schema import DataCfg
     from segkd.data import dataset_from_config
 
     cfg = DataCfg(name="synthetic", size=(20, 24), cache=True,

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
+from segkd.core.errors import DataError
 from segkd.data import build_dataset, build_transforms
-from segkd.data.synthetic import SIGN, PERSON
-from segkd.errors import DataError
+from segkd.data.synthetic import PERSON, SIGN
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")

@@ -19,7 +19,7 @@ from test_errors import SIZE, png, write_config  # noqa: E402
 
 # ----------------------------------------------------------------------------- config
 def test_precision_as_a_yaml_number(segkd, tmp_path):
-    from segkd.config import config_from_dict, load_config
+    from segkd.config.schema import config_from_dict, load_config
 
     assert config_from_dict({"trainer": {"precision": 32}}).trainer.precision == "32"
     cfg = write_config(tmp_path / "c.yaml")
@@ -55,7 +55,7 @@ def test_camvid_test_split_evaluated_when_present(segkd, tmp_path, with_test):
 
 
 def test_camvid_recipes_ask_for_the_test_split():
-    from segkd.config import load_config
+    from segkd.config.schema import load_config
 
     base = Path(__file__).resolve().parents[1] / "configs" / "camvid" / "_base.yaml"
     cfg = load_config(base)
@@ -104,8 +104,8 @@ def test_predict_colour_masks_show_class_zero(segkd, tmp_path, teacher_ckpt):
 def test_export_and_checkpoint_files_share_the_onnx_mode(tmp_path, teacher_ckpt):
     """safetensors writes 0600; every file segkd writes gets the umask's mode (0644 here)."""
     pytest.importorskip("onnx")
-    from segkd.checkpoint import load_checkpoint, save_checkpoint
-    from segkd.export import export_onnx, export_safetensors
+    from segkd.apps.export import export_onnx, export_safetensors
+    from segkd.core.checkpoint import load_checkpoint, save_checkpoint
 
     old = os.umask(0o022)
     try:
@@ -132,8 +132,8 @@ def membrane_tree(root: Path, n: int = 10) -> Path:
 
 
 def test_folder_names_and_mask_suffix_are_options(tmp_path):
+    from segkd.core.errors import DataError
     from segkd.data import build_dataset
-    from segkd.errors import DataError
 
     root = membrane_tree(tmp_path / "m", n=4)
     opts = {"images": "img", "masks": "label", "value_map": {0: 0, 255: 1}, "num_classes": 2}
@@ -193,7 +193,7 @@ def test_prepare_folder_prints_a_config_that_trains(segkd, tmp_path):
 
 # ----------------------------------------------------------------------------- docs
 def test_list_datasets_verbose_shows_layout_and_options(segkd):
-    from segkd.describe import list_names
+    from segkd.apps.describe import list_names
 
     proc = segkd("list", "datasets", "--verbose")
     assert proc.returncode == 0, proc.stderr
@@ -205,8 +205,8 @@ def test_list_datasets_verbose_shows_layout_and_options(segkd):
 
 def test_docs_describe_every_dataset_and_option():
     """docs/datasets.md names every registered dataset and every one of its data.options."""
+    from segkd.apps.describe import list_names
     from segkd.data.catalog import dataset_options
-    from segkd.describe import list_names
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").read_text()
     for name in list_names("datasets"):

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from segkd.checkpoint import load_checkpoint
+from segkd.core.checkpoint import load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_errors import cli, write_config  # noqa: E402
@@ -42,7 +42,7 @@ def _config(tmp: Path, distill_from: Path | None) -> Path:
 
 def _run_here(cfg: Path, run: Path) -> dict:
     """One process, in this one: ``Engine(load_config(cfg), run).run()``."""
-    from segkd.config import load_config
+    from segkd.config.schema import load_config
     from segkd.engine import Engine
 
     threads = torch.get_num_threads()
@@ -86,7 +86,7 @@ def _eval_worker(rank: int, world: int, rdv: str, out: str) -> None:
 
     from segkd.data import build_dataset
     from segkd.engine.data import make_loader
-    from segkd.engine.evaluate import evaluate
+    from segkd.eval.evaluate import evaluate
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rdv}", rank=rank, world_size=world)
@@ -119,7 +119,7 @@ def test_ddp_evaluation_counts_every_image_once(tmp_path):
 
     from segkd.data import build_dataset
     from segkd.engine.data import make_loader
-    from segkd.engine.evaluate import evaluate
+    from segkd.eval.evaluate import evaluate
 
     one = _evaluate_5(0, 1, build_dataset, make_loader, evaluate, lambda t: t)
     assert int(one.sum()) == 5 * 24 * 24  # the synthetic masks have no ignored pixels
@@ -164,8 +164,8 @@ def test_two_processes_run_a_plan_whose_stage_has_parameters_outside_its_loss(tm
     assert [h["stage"] for h in last["history"]] == [0, 1]
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], atol=1e-5, rtol=1e-4, msg=k)
-    from segkd.models.spec import build_from_spec
     from segkd.engine.state import seed_all
+    from segkd.models.spec import build_from_spec
 
     seed_all(0)  # the config's seed: the student's initial weights
     init = build_from_spec(last["model"]).state_dict()

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segkd.config import TrainerCfg, config_from_dict
+from segkd.config.schema import TrainerCfg, config_from_dict
+from segkd.core.errors import ConfigError
 from segkd.engine.fabric import make_fabric
-from segkd.errors import ConfigError
 
 
 @pytest.fixture

@@ -70,7 +70,7 @@ def test_teacher_weight_cast_leaves_conv_subclasses_and_fp32_runs_alone():
 
 
 def test_engine_stores_teacher_weights_in_the_run_precision(tmp_path, tiny, teacher_ckpt):
-    from segkd.config import config_from_dict
+    from segkd.config.schema import config_from_dict
     from segkd.engine import Engine
 
     raw = tiny(teacher={"checkpoint": str(teacher_ckpt)}, trainer={"precision": "bf16-mixed"},

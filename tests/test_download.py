@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from segkd.core.errors import DataError, SegkdError
 from segkd.data import build_dataset
 from segkd.data import download as dl
 from segkd.data.camvid import CAMVID_COMMIT
-from segkd.errors import DataError, SegkdError
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from segkd.config import config_from_dict
+from segkd.config.schema import config_from_dict
+from segkd.core.checkpoint import load_checkpoint
 from segkd.engine import Engine
-from segkd.checkpoint import load_checkpoint
 
 
 def test_supervised_run_writes_run_directory(tmp_path, tiny):
@@ -85,7 +85,7 @@ def test_distillation_keeps_teacher_frozen_and_out_of_checkpoints(tmp_path, tiny
 
 
 def test_teacher_with_other_class_count_is_refused(tmp_path, tiny, teacher_ckpt):
-    from segkd.errors import ConfigError
+    from segkd.core.errors import ConfigError
 
     raw = tiny(data={"options": {"num_classes": 3}}, teacher={"checkpoint": str(teacher_ckpt)},
                stages=[{"terms": [{"loss": "kd"}]}])
@@ -117,8 +117,8 @@ def test_multistage_plan_freezes_and_restores_best(tmp_path, tiny, teacher_ckpt)
 
 def eng_student_init(raw):
     """The student's initial weights (same seed => same init as the engine's)."""
-    from segkd.models.spec import build_from_spec, model_spec
     from segkd.engine.state import seed_all
+    from segkd.models.spec import build_from_spec, model_spec
 
     cfg = config_from_dict(raw)
     seed_all(cfg.seed)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segkd.config import config_from_dict
+from segkd.config.schema import config_from_dict
+from segkd.core.checkpoint import load_checkpoint
 from segkd.engine import Engine
-from segkd.checkpoint import load_checkpoint
 
 # every BatchNorm of the tiny UNet frozen (eval mode, fixed statistics): a BN-free model, whose
 # gradient over 4 images is the mean of the gradients over two halves
@@ -21,8 +21,8 @@ def _weights(run) -> dict[str, torch.Tensor]:
 
 def _initial(raw: dict) -> dict[str, torch.Tensor]:
     """The student's initial weights (the engine seeds with cfg.seed before building it)."""
-    from segkd.models.spec import build_from_spec, model_spec
     from segkd.engine.state import seed_all
+    from segkd.models.spec import build_from_spec, model_spec
 
     cfg = config_from_dict(raw)
     seed_all(cfg.seed)
@@ -105,7 +105,7 @@ class _FrozenBlockNet(torch.nn.Module):
 
 
 def _register_net() -> str:
-    from segkd.registry import MODELS
+    from segkd.core.registry import MODELS
 
     name = "test_frozen_block_net"
     if name not in MODELS.names():
@@ -114,8 +114,8 @@ def _register_net() -> str:
 
 
 def test_set_trainable_follows_globs_and_ancestors():
+    from segkd.core.errors import ConfigError
     from segkd.distill.freeze import set_trainable
-    from segkd.errors import ConfigError
 
     net = _FrozenBlockNet()
     assert set_trainable(net, ["stem"]) == 4  # a module's path covers its parameters: conv, BN

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from segkd.config import deep_merge
+from segkd.config.schema import deep_merge
 
 SIZE = 32
 SMALL_UNET = {"decoder_channels": [32, 16, 16, 8, 8]}  # 5.2M params instead of 8.1M
@@ -247,7 +247,7 @@ def test_hook_path_that_does_not_exist_names_closest(segkd, tmp_path, teacher_ck
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(segkd, tmp_path):
     """Epoch 1 trains at lr 1e-3; the step schedule multiplies it by 1e30 for epoch 2, whose
     second iteration meets a non-finite loss. last.pt from epoch 1 survives and loads."""
-    from segkd.checkpoint import load_checkpoint
+    from segkd.core.checkpoint import load_checkpoint
 
     stage = {"epochs": 3, "optimizer": {"name": "sgd", "lr": 1e-3},
              "schedule": {"name": "step", "step_epochs": 1, "factor": 1e30}}
@@ -264,7 +264,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(segkd, tmp_path):
 def test_non_finite_gradient_under_clipping_is_the_same_clean_error(segkd, tmp_path):
     """With trainer.grad_clip the blow-up reaches the clipping first (torch raises a bare
     RuntimeError there): one line naming the epoch and last.pt, exit 2, last.pt from epoch 1."""
-    from segkd.checkpoint import load_checkpoint
+    from segkd.core.checkpoint import load_checkpoint
 
     stage = {"epochs": 3, "optimizer": {"name": "sgd", "lr": 1e-3},
              "schedule": {"name": "step", "step_epochs": 1, "factor": 1e30}}
@@ -303,7 +303,7 @@ def test_disk_full_while_writing_checkpoint_keeps_previous(segkd, tmp_path, monk
     """torch.save of the second last.pt writes a partial file, then the disk is full."""
     import torch
 
-    from segkd.checkpoint import load_checkpoint
+    from segkd.core.checkpoint import load_checkpoint
 
     real, calls = torch.save, {"run": 0}
 
@@ -315,7 +315,7 @@ def test_disk_full_while_writing_checkpoint_keeps_previous(segkd, tmp_path, monk
                 raise OSError(errno.ENOSPC, "No space left on device")
         return real(obj, f, *a, **k)
 
-    monkeypatch.setattr("segkd.checkpoint.torch.save", save)
+    monkeypatch.setattr("segkd.core.checkpoint.torch.save", save)
     run = tmp_path / "run"
     proc = segkd("train", str(write_config(tmp_path / "c.yaml", stages=[{"epochs": 2}])),
                  "--run-dir", str(run))

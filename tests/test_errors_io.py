@@ -45,7 +45,7 @@ def a_file(tmp_path) -> Path:
 
 # ------------------------------------------------------------------ outputs checked up front
 def test_predict_out_that_cannot_be_written(segkd, teacher_ckpt, images, a_file, monkeypatch):
-    import segkd.predict as predict
+    import segkd.apps.predict as predict
 
     monkeypatch.setattr(predict, "_predictor", _must_not_run)
     proc = segkd("predict", str(teacher_ckpt), str(images), "--out", str(a_file / "pred"))
@@ -54,7 +54,7 @@ def test_predict_out_that_cannot_be_written(segkd, teacher_ckpt, images, a_file,
 
 
 def test_eval_json_that_cannot_be_written(segkd, teacher_ckpt, a_file, monkeypatch):
-    import segkd.evaluation as evaluation
+    import segkd.apps.eval_checkpoint as evaluation
 
     monkeypatch.setattr(evaluation, "evaluate_checkpoint", _must_not_run)
     proc = segkd("eval", str(teacher_ckpt), "--json", str(a_file / "m.json"))
@@ -63,7 +63,7 @@ def test_eval_json_that_cannot_be_written(segkd, teacher_ckpt, a_file, monkeypat
 
 @pytest.mark.parametrize("option", ["--onnx", "--safetensors"])
 def test_export_target_that_cannot_be_written(segkd, teacher_ckpt, tmp_path, a_file, option, monkeypatch):
-    import segkd.export as export
+    import segkd.apps.export as export
 
     monkeypatch.setattr(export, "export_onnx", _must_not_run)
     monkeypatch.setattr(export, "export_safetensors", _must_not_run)

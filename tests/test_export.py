@@ -12,15 +12,22 @@ import numpy as np
 import pytest
 import torch
 
-from segkd.compare import compare_models
-from segkd.models.spec import apply_replacements, model_from_checkpoint
-from segkd.checkpoint import load_checkpoint, save_checkpoint
+from segkd.apps.deploy_compare import compare_models
+from segkd.apps.export import (
+    ExportError,
+    OnnxPredictor,
+    export_onnx,
+    export_safetensors,
+    load_predictor,
+    load_safetensors_model,
+    sidecar_path,
+    smooth_image,
+)
+from segkd.core.checkpoint import load_checkpoint, save_checkpoint
+from segkd.core.errors import CheckpointError
 from segkd.engine.state import model_checkpoint
-from segkd.errors import CheckpointError
-from segkd.export import (ExportError, OnnxPredictor, export_onnx,
-                          export_safetensors, load_predictor, load_safetensors_model, sidecar_path,
-                          smooth_image)
 from segkd.models import create_model
+from segkd.models.spec import apply_replacements, model_from_checkpoint
 
 SIZE = (64, 64)
 META = {"classes": ["sky", "road", "car"], "num_classes": 3, "mean": [0.5, 0.4, 0.3],
@@ -132,7 +139,7 @@ def test_safetensors_round_trip(ckpts: dict[str, Path], tmp_path: Path) -> None:
 
 def test_safetensors_shared_weights(tmp_path: Path) -> None:
     """Tied weights are saved once (safetensors refuses shared storage) and restored."""
-    from segkd.export import _dedupe
+    from segkd.apps.export import _dedupe
 
     w = torch.randn(4, 4)
     tensors, aliases = _dedupe({"a.weight": w, "b.weight": w, "c": w[:2]})
@@ -163,7 +170,7 @@ def test_compare_models(ckpts: dict[str, Path], exported: dict[str, tuple]) -> N
 
 def test_compare_models_at_a_deployment_setting(ckpts: dict[str, Path]) -> None:
     """bf16, batch 2, channels_last on the CPU; ONNX exported with a dynamic batch for it."""
-    from segkd.compare import LatencySetup
+    from segkd.apps.deploy_compare import LatencySetup
 
     setup = LatencySetup(dtype="bf16", batch=2, channels_last=True, warmup=1, iters=2)
     rows = compare_models(str(ckpts["unet"]), str(ckpts["deeplab"]), size=SIZE, onnx=True,
@@ -177,7 +184,7 @@ def test_compare_models_at_a_deployment_setting(ckpts: dict[str, Path]) -> None:
     ({"batch": 0}, "batch must be >= 1"),
 ])
 def test_latency_setup_errors_are_clear(setup: dict, message: str) -> None:
-    from segkd.compare import LatencySetup
+    from segkd.apps.deploy_compare import LatencySetup
 
     with pytest.raises(ExportError, match=message):
         LatencySetup(**setup).check()
@@ -185,7 +192,7 @@ def test_latency_setup_errors_are_clear(setup: dict, message: str) -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
 def test_cuda_latency_without_cuda_is_a_clear_error(ckpts: dict[str, Path], segkd) -> None:
-    from segkd.compare import onnx_providers
+    from segkd.apps.deploy_compare import onnx_providers
 
     proc = segkd("info", "--compare", str(ckpts["unet"]), "--compare", str(ckpts["deeplab"]),
                  "--device", "cuda", "--size", "32,32")

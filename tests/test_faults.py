@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from segkd.checkpoint import load_checkpoint, save_checkpoint
-from segkd.errors import CheckpointError
+from segkd.core.checkpoint import load_checkpoint, save_checkpoint
+from segkd.core.errors import CheckpointError
 
 # same helpers as test_errors (tests are not a package: import by module name)
 sys.path.insert(0, str(Path(__file__).parent))
-from test_errors import assert_clean_error, cli, write_config  # noqa: E402
 from conftest import run_then_kill, step_rows  # noqa: E402
+from test_errors import assert_clean_error, cli, write_config  # noqa: E402
 
 EPOCHS, ITERS = 3, 6
 STAGE = {"epochs": EPOCHS, "iters_per_epoch": ITERS, "optimizer": {"name": "adam", "lr": 1e-3},
@@ -98,7 +98,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         f.write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("segkd.checkpoint.torch.save", boom)
+    monkeypatch.setattr("segkd.core.checkpoint.torch.save", boom)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint({"v": torch.ones(3)}, path)
     assert path.read_bytes() == before

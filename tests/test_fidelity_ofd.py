@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from segkd.config import StageCfg, config_from_dict, load_config
+from segkd.config.schema import StageCfg, config_from_dict, load_config
+from segkd.core.errors import ConfigError
 from segkd.engine import Engine
 from segkd.engine.plan import schedule_span
-from segkd.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -100,7 +100,7 @@ def test_schedule_across_stages_spans_the_chain():
 
 
 def test_schedule_across_stages_refuses_onecycle():
-    from segkd.config import SchedCfg
+    from segkd.config.schema import SchedCfg
 
     with pytest.raises(ConfigError, match="across_stages does not apply to schedule 'onecycle'"):
         SchedCfg(name="onecycle", across_stages=True)

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import interrupt_at_epoch
 
-from segkd.config import SchedCfg, StageCfg, config_from_dict, load_config
+from segkd.config.schema import SchedCfg, StageCfg, config_from_dict, load_config
+from segkd.core.checkpoint import load_checkpoint
 from segkd.distill.distiller import Distiller, Term
 from segkd.engine import Engine
-from segkd.checkpoint import load_checkpoint
 from segkd.engine.plan import stage_trainable
 from segkd.models.cheap import CheapBlock
-from conftest import interrupt_at_epoch
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PNP = sorted((CONFIGS / "cityscapes").glob("pnp_*.yaml")) + [CONFIGS / "camvid" / "pnp.yaml"]
@@ -257,7 +257,7 @@ def test_incremental_plan_resumes_exactly(tmp_path, tiny, teacher_ckpt, monkeypa
 
 
 def test_continue_previous_needs_the_same_optimizer(tmp_path, tiny, teacher_ckpt):
-    from segkd.errors import ConfigError
+    from segkd.core.errors import ConfigError
 
     raw = _incremental(tiny, teacher_ckpt, optimizer={"name": "adam", "continue_previous": True})
     with pytest.raises(ConfigError, match="continue_previous"):

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
+from segkd.core.errors import CheckpointError, ConfigError
 from segkd.engine.init import initialise_student, shared_tensors
-from segkd.errors import CheckpointError, ConfigError
 from segkd.models import create_model
 
 

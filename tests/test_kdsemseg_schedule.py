@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from segkd.config import StageCfg, load_config
+from segkd.config.schema import StageCfg, load_config
 from segkd.engine.optim import build_optimizer, build_scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def test_recipe_schedule_is_the_seeds(path: Path) -> None:
 def test_study_arms_keep_the_seeds_schedule(name: str, monkeypatch) -> None:
     """Study overrides (epochs, resolution, threads) leave the optimiser and schedule alone;
     one arm per method (the arms of a method differ only in student, seed and fraction)."""
-    from segkd.study import load_spec, plan_arms
+    from segkd.apps.study import load_spec, plan_arms
 
     path = ROOT / "configs" / "studies" / name
     assert path.is_file(), f"{path} is missing: update STUDIES when a study spec is renamed"
@@ -88,7 +88,7 @@ def test_study_arms_keep_the_seeds_schedule(name: str, monkeypatch) -> None:
 
 def test_kdsemseg_tables_teacher_uses_the_seeds_schedule(monkeypatch) -> None:
     """The GPU study at the seed's budget trains its teacher with the seed's optimiser too."""
-    from segkd.study import load_spec, teacher_arm
+    from segkd.apps.study import load_spec, teacher_arm
 
     monkeypatch.chdir(ROOT)
     arm = teacher_arm(load_spec(ROOT / "configs" / "studies" / "kdsemseg_tables.yaml"))
@@ -127,7 +127,7 @@ def test_onecycle_warmup_default_is_torchs() -> None:
     """`schedule: {name: onecycle}` without pct_start warms up as torch's OneCycleLR does."""
     import inspect
 
-    from segkd.config import SchedCfg
+    from segkd.config.schema import SchedCfg
 
     torch_default = inspect.signature(torch.optim.lr_scheduler.OneCycleLR).parameters["pct_start"]
     assert SchedCfg(name="onecycle").pct_start == torch_default.default == 0.3

@@ -6,12 +6,12 @@ import ast
 from pathlib import Path
 
 import pytest
+from conftest import interrupt_at_epoch
 
-from segkd.checkpoint import load_checkpoint, save_checkpoint
-from segkd.config import config_from_dict
+from segkd.config.schema import config_from_dict
+from segkd.core.checkpoint import load_checkpoint, save_checkpoint
 from segkd.engine import Engine
 from segkd.engine.state import Progress
-from conftest import interrupt_at_epoch
 
 # ckpt["progress"] as every checkpoint so far has written it (the on-disk format)
 OLD_PROGRESS = {"stage": 0, "epoch": 0, "step": 0, "best": None, "best_epoch": None,

@@ -12,14 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segkd.config import config_from_dict
-from segkd.config import Term
+from segkd.config.schema import Term, config_from_dict
+from segkd.core.errors import ConfigError
+from segkd.core.registry import LOSSES
 from segkd.distill.distiller import Distiller
 from segkd.distill.losses import Loss, contract_of
 from segkd.distill.recorder import get_module
 from segkd.engine import Engine
-from segkd.errors import ConfigError
-from segkd.registry import LOSSES
 
 FEAT = "encoder.model.layer3.0.act2"  # a pre-ReLU position (input hook) in both tiny models
 BN = "encoder.model.layer3.0.bn2"  # the teacher BatchNorm whose output feeds it

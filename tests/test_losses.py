@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 import segkd.distill.losses  # noqa: F401  (registers the losses)
+from segkd.core.registry import LOSSES, Registry, RegistryError
 from segkd.distill.losses import LossInputError, ofd_margin
 from segkd.distill.losses.dist import dist_terms
 from segkd.distill.losses.ofd import partial_l2
-from segkd.registry import LOSSES, Registry, RegistryError
 
 LOGITS = (2, 5, 8, 8)
 FEATS = (2, 4, 8, 8)

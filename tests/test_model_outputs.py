@@ -8,13 +8,13 @@ import pytest
 import torch
 
 import segkd
-from segkd.checkpoint import save_checkpoint
+from segkd.core.checkpoint import save_checkpoint
+from segkd.core.errors import CheckpointError
+from segkd.core.registry import MODELS
 from segkd.engine.state import model_checkpoint
-from segkd.errors import CheckpointError
 from segkd.models import create_model
 from segkd.models.factory import _load_extra_models
 from segkd.models.spec import build_from_spec
-from segkd.registry import MODELS
 
 _load_extra_models()
 # the smallest arguments each registered architecture needs (the rest take their defaults)

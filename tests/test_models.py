@@ -66,7 +66,7 @@ def test_output_shapes(arch, encoder, kw):
 
 
 def test_unknown_names_suggest():
-    from segkd.errors import ConfigError
+    from segkd.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="Did you mean"):
         create_model("unett", "kd_resnet10", 3)

@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import Tensor
 
-from segkd.config import Config, Term, config_from_dict
+from segkd.config.schema import Config, Term, config_from_dict
+from segkd.core.errors import ConfigError
+from segkd.core.registry import LOSSES
 from segkd.distill.distiller import Distiller
 from segkd.distill.losses import Loss, LossInputError, contract_of
 from segkd.distill.losses.fsp import fsp_loss, fsp_matrix
-from segkd.errors import ConfigError
-from segkd.registry import LOSSES
 
 L1, L2, L3 = (f"encoder.model.layer{k}" for k in (1, 2, 3))  # 64 / 128 / 256 ch at stride 4 / 8 / 16
 
@@ -211,7 +211,7 @@ FSP = {"loss": "fsp", "weight": 1e-3, "student": [L1, L2, L3], "teacher": [L1, L
 
 
 def _train(raw: dict, run) -> tuple[dict, list, list]:
-    from segkd.checkpoint import load_checkpoint
+    from segkd.core.checkpoint import load_checkpoint
     from segkd.engine import Engine
 
     eng = Engine(config_from_dict(raw), run)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segkd.config import load_config
+from segkd.config.schema import load_config
 from segkd.distill.recorder import Recorder, get_module
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,10 +8,10 @@ from typing import ClassVar, Literal
 import pytest
 import torch
 
-from segkd.config import OptimCfg, SchedCfg, config_from_dict
+from segkd.config.schedules import SCHEDULES, OneCycleSchedule, PolySchedule, ScheduleCfg
+from segkd.config.schema import OptimCfg, SchedCfg, config_from_dict
+from segkd.core.errors import ConfigError
 from segkd.engine.optim import build_optimizer, build_scheduler
-from segkd.errors import ConfigError
-from segkd.schedules import SCHEDULES, OneCycleSchedule, PolySchedule, ScheduleCfg
 
 
 def _stage(**over) -> dict:

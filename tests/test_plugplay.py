@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import torch
-
-from segkd.config import config_from_dict
-from segkd.engine import Engine
-from segkd.checkpoint import load_checkpoint
 from conftest import interrupt_at_epoch
+
+from segkd.config.schema import config_from_dict
+from segkd.core.checkpoint import load_checkpoint
+from segkd.engine import Engine
 
 
 def _pnp(tiny, teacher_ckpt, **stage_over):
@@ -25,8 +25,8 @@ def _pnp(tiny, teacher_ckpt, **stage_over):
 
 
 def test_incremental_replacement_trains_on_images_and_resumes(tmp_path, tiny, teacher_ckpt, monkeypatch):
-    from segkd.models.spec import model_from_checkpoint
     from segkd.models.cheap import CheapBlock
+    from segkd.models.spec import model_from_checkpoint
 
     raw = _pnp(tiny, teacher_ckpt)
     interrupt_at_epoch(monkeypatch, raw, tmp_path / "p", 2)

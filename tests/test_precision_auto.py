@@ -42,7 +42,7 @@ def test_recipes_default_to_auto():
 
 
 def test_summary_records_the_choice_and_reason(tmp_path, tiny):
-    from segkd.config import config_from_dict
+    from segkd.config.schema import config_from_dict
     from segkd.engine import Engine
 
     cfg = config_from_dict(tiny(trainer={"precision": "auto"}, eval={"splits": []}))

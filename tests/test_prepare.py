@@ -9,8 +9,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from segkd.cli.data import parse_options, register
+from segkd.core.errors import ConfigError
 from segkd.data.prepare import prepare, print_report
-from segkd.errors import ConfigError
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")

@@ -5,8 +5,14 @@ import pytest
 import torch
 from torch import nn
 
-from segkd.models.profile import (count_flops, count_params, measure_latency, module_input_shapes,
-                                  per_module_flops, per_module_params)
+from segkd.models.cost import (
+    count_flops,
+    count_params,
+    measure_latency,
+    module_input_shapes,
+    per_module_flops,
+    per_module_params,
+)
 
 
 def _net() -> nn.Sequential:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from segkd.config import config_from_dict, load_config, read_yaml
+from segkd.config.schema import config_from_dict, load_config, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if not p.name.startswith("_"))
@@ -24,7 +24,7 @@ TEACHERS = {  # recipe folder -> teacher architecture
 @pytest.mark.parametrize("path", ALL, ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_config_is_valid(path):
     if "studies" in path.parts:
-        from segkd.study import load_spec
+        from segkd.apps.study import load_spec
 
         assert load_spec(path).methods
     else:
@@ -33,9 +33,9 @@ def test_config_is_valid(path):
 
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
-    from segkd.models.spec import build_from_spec
-    from segkd.checkpoint import save_checkpoint
+    from segkd.core.checkpoint import save_checkpoint
     from segkd.engine.state import model_checkpoint
+    from segkd.models.spec import build_from_spec
 
     out = {}
     for key, spec in TEACHERS.items():
@@ -79,7 +79,7 @@ def test_recipe_runs_two_iterations(path, teachers, tmp_path):
 
     folder = path.relative_to(ROOT / "configs").parts[0]
     raw = _tiny(read_yaml(path), teachers.get(folder), tmp_path / "teacher-cache")
-    from segkd.checkpoint import load_checkpoint
+    from segkd.core.checkpoint import load_checkpoint
 
     summary = Engine(config_from_dict(raw, str(path)), tmp_path / "run").run()
     assert 0.0 <= summary["splits"]["val"]["mIoU"] <= 1.0
@@ -94,8 +94,8 @@ def test_recipe_runs_two_iterations(path, teachers, tmp_path):
 @pytest.mark.parametrize("name,millions", [("pnp_86m", 85.3), ("pnp_79m", 77.9)])
 def test_cityscapes_pnp_plans_reach_the_seed_sizes(name, millions):
     """The seed's DeepWV3Plus students (~86M / ~79M of 137.1M), on the meta device."""
-    from segkd.models.spec import apply_replacements
     from segkd.models import create_model
+    from segkd.models.spec import apply_replacements
 
     for variant in ("allatonce", "incremental"):
         cfg = load_config(ROOT / "configs" / "cityscapes" / f"{name}_{variant}.yaml")

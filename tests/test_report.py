@@ -1,13 +1,22 @@
-"""segkd.report on hand-made summary.json files: grouping, mean ± std, tables, plot."""
+"""segkd.apps.report.tables on hand-made summary.json files: grouping, mean ± std, tables, plot."""
 import csv
 import json
 
 import pytest
 from rich.console import Console
 
-from segkd.errors import SegkdError
-from segkd.report import (aggregate, load_runs, markdown_table, metrics_table, per_class_table,
-                          plot_size_vs_miou, report, summary_table, write_tables)
+from segkd.apps.report.tables import (
+    aggregate,
+    load_runs,
+    markdown_table,
+    metrics_table,
+    per_class_table,
+    plot_size_vs_miou,
+    report,
+    summary_table,
+    write_tables,
+)
+from segkd.core.errors import SegkdError
 
 CLASSES = ["sky", "road", "car"]
 
@@ -179,7 +188,7 @@ def test_method_is_named_from_the_resolved_config_not_the_run_name(tmp_path):
 
 
 def test_recipe_label_of_multi_stage_configs():
-    from segkd.report_runs import recipe_label
+    from segkd.apps.report.runs import recipe_label
 
     stages = [{"terms": [{"loss": "mse"}]}] * 10 + [{"terms": [{"loss": "ce"}]}]
     assert recipe_label({"stages": stages}) == "mse×10 > ce"

@@ -9,9 +9,9 @@ from html.parser import HTMLParser
 import pytest
 from tiny_report_runs import shared_runs
 
-from segkd.compare import LatencySetup
-from segkd.report import report
-from segkd.report_browser import find_browser, render
+from segkd.apps.deploy_compare import LatencySetup
+from segkd.apps.report.browser import find_browser, render
+from segkd.apps.report.tables import report
 
 SECTIONS = ("summary", "per-class", "gallery", "curves", "scatter", "configs")
 FAST = LatencySetup(threads=1, warmup=1, iters=2)
@@ -147,7 +147,7 @@ def test_the_page_says_how_each_epoch_was_chosen(tmp_path):
 
 
 def test_gallery_images_are_the_largest_disagreements_then_random_ones():
-    from segkd.report_gallery import pick
+    from segkd.apps.report.gallery import pick
 
     chosen = pick([0.1, 0.5, 0.3, 0.9, 0.2, 0.0, 0.7, 0.4], n=6, n_random=2)
     assert chosen[:4] == [(3, "largest disagreement"), (6, "largest disagreement"),

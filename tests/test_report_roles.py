@@ -10,13 +10,13 @@ import pytest
 from rich.console import Console
 from tiny_report_runs import shared_runs
 
-from segkd.checkpoint import sha256_file
-from segkd.report import aggregate, markdown_table
-from segkd.report_analysis import analyse
-from segkd.report_figures import loss_order
-from segkd.report_roles import BASELINE, STUDENT, TEACHER, assign_roles
-from segkd.report_runs import group_runs, load_runs
-from segkd.report_terminal import legend, terminal_table
+from segkd.apps.report.analysis import analyse
+from segkd.apps.report.figures import loss_order
+from segkd.apps.report.roles import BASELINE, STUDENT, TEACHER, assign_roles
+from segkd.apps.report.runs import group_runs, load_runs
+from segkd.apps.report.tables import aggregate, markdown_table
+from segkd.apps.report.terminal import legend, terminal_table
+from segkd.core.checkpoint import sha256_file
 
 TEACHER_KEY = ("unet-kd_resnet14", "ce", 1.0)
 BASE_KEY = ("unet-kd_resnet10", "ce", 1.0)

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from segkd.checkpoint import load_checkpoint, save_checkpoint
-from segkd.errors import CheckpointError
+from segkd.core.checkpoint import load_checkpoint, save_checkpoint
+from segkd.core.errors import CheckpointError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_errors import cli, write_config  # noqa: E402
 from conftest import run_then_kill, step_rows  # noqa: E402
+from test_errors import cli, write_config  # noqa: E402
 
 S1_ITERS, S2_ITERS = 3, 6
 OFD = {"loss": "ofd", "name": "ofd1", "weight": 1e-3, "student": "encoder.model.layer1.0.act2",
@@ -85,7 +85,7 @@ def test_kill_9_in_stage_2_then_resume_is_bit_identical(tmp_path, reference):
 
 @pytest.mark.parametrize("change", ["renamed", "missing"])
 def test_resume_refuses_connectors_that_do_not_match(tmp_path, reference, change):
-    from segkd.config import load_config
+    from segkd.config.schema import load_config
     from segkd.engine import Engine
 
     cfg, ref = reference

@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from segkd.config import config_from_dict
+from segkd.config.schema import config_from_dict
+from segkd.core.errors import CheckpointError
 from segkd.engine import Engine
-from segkd.errors import CheckpointError
 
 
 def _interrupted(tmp_path, tiny, teacher, monkeypatch):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from segkd.runlock import LOCK_NAME, _start_time
+from segkd.core.runlock import LOCK_NAME, _start_time
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_errors import assert_nothing_half_written, write_config  # noqa: E402
@@ -95,8 +95,8 @@ def test_stale_lock_of_a_dead_process_is_taken_over(segkd, tmp_path):
 
 def test_lock_is_held_during_the_run_and_released_after_a_failure(tmp_path, monkeypatch):
     import segkd.engine
-    from segkd.errors import SegkdError
-    from segkd.runs import run_training
+    from segkd.apps.runs import run_training
+    from segkd.core.errors import SegkdError
 
     seen = []
 
@@ -184,7 +184,7 @@ def test_resume_of_a_finished_run_says_so(segkd, finished):
 def test_study_arm_trains_in_a_directory_with_study_json_then_resumes(tmp_path):
     """``segkd study`` writes study.json into the arm directory before training it, and resumes
     an arm with last.pt but no summary.json: both must pass the run-directory checks."""
-    from segkd.study import Arm, run_arm
+    from segkd.apps.study import Arm, run_arm
 
     cfg = write_config(tmp_path / "c.yaml")
     run = tmp_path / "out" / "ce" / "kd_resnet10" / "f1.0" / "s0"

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from segkd.config import TrainerCfg
-from segkd.errors import ConfigError
+from segkd.config.schema import TrainerCfg
+from segkd.core.errors import ConfigError
 from segkd.engine import runtime
 from segkd.engine.runtime import resolve_runtime
 
@@ -56,7 +56,7 @@ def _recording_engine(monkeypatch, tmp_path, tiny, accelerator: str):
     given; a randomly initialised teacher; the dict of Fabric's arguments."""
     import lightning.fabric
 
-    from segkd.config import config_from_dict
+    from segkd.config.schema import config_from_dict
     from segkd.engine import Engine
 
     _bf16_gpu(monkeypatch)
@@ -115,20 +115,20 @@ def test_checkpoint_format_sha256_and_rank_zero_each_have_one_home():
     def const(value):
         return lambda n: isinstance(n, ast.Constant) and n.value == value
 
-    assert _where(const("segkd-checkpoint")) == {"segkd.checkpoint"}
+    assert _where(const("segkd-checkpoint")) == {"segkd.core.checkpoint"}
     assert _where(lambda n: isinstance(n, ast.ImportFrom) and (n.module or "").endswith("checkpoint")
                   and any(a.name in ("FORMAT", "VERSION") for a in n.names)) == set()
     assert _where(lambda n: isinstance(n, ast.Attribute) and n.attr == "sha256"
-                  and isinstance(n.value, ast.Name) and n.value.id == "hashlib") == {"segkd.checkpoint"}
-    assert _where(const("LOCAL_RANK")) == {"segkd.distributed"}
+                  and isinstance(n.value, ast.Name) and n.value.id == "hashlib") == {"segkd.core.checkpoint"}
+    assert _where(const("LOCAL_RANK")) == {"segkd.core.distributed"}
     defined = [mod for mod, tree in _code_trees().items() for n in tree.body
                if isinstance(n, ast.FunctionDef) and n.name in ("model_checkpoint", "is_rank_zero")]
-    assert sorted(defined) == ["segkd.checkpoint", "segkd.distributed"]
+    assert sorted(defined) == ["segkd.core.checkpoint", "segkd.core.distributed"]
 
 
 def test_model_checkpoint_is_the_engines_and_the_importers():
     """A run's model checkpoint holds replacements and config; an imported teacher neither."""
-    from segkd.checkpoint import FORMAT, is_segkd, model_checkpoint
+    from segkd.core.checkpoint import FORMAT, is_segkd, model_checkpoint
 
     model = nn.Conv2d(3, 2, 1)
     spec = {"arch": "x", "kwargs": {}}
@@ -144,7 +144,7 @@ def test_model_checkpoint_is_the_engines_and_the_importers():
 def test_one_sha256_for_files_buffers_and_downloads(tmp_path):
     import hashlib
 
-    from segkd.checkpoint import sha256_file, sha256_hex
+    from segkd.core.checkpoint import sha256_file, sha256_hex
 
     f = tmp_path / "blob"
     f.write_bytes(b"segkd" * 1000)
@@ -154,8 +154,8 @@ def test_one_sha256_for_files_buffers_and_downloads(tmp_path):
 
 def test_every_part_of_a_run_agrees_on_rank_zero(tmp_path, monkeypatch, capsys):
     """Under SLURM's second task the pre-flight warnings stay silent, as the run lock does."""
+    from segkd.core.runlock import LOCK_NAME, run_lock
     from segkd.data import check
-    from segkd.runlock import LOCK_NAME, run_lock
 
     for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
         monkeypatch.delenv(k, raising=False)

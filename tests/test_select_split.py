@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from segkd.config import config_from_dict
+from segkd.config.schema import config_from_dict
+from segkd.core.errors import ConfigError
 from segkd.engine import Engine
-from segkd.errors import ConfigError
 
 
 def _three_epochs(tiny, metric: str, **data):

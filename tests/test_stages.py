@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 
-from segkd.checkpoint import load_checkpoint, save_checkpoint
-from segkd.config import config_from_dict
+from segkd.apps.stages import plan_stages, stage_diagnosis, transplant
+from segkd.config.schema import config_from_dict
+from segkd.core.checkpoint import load_checkpoint, save_checkpoint
+from segkd.core.errors import SegkdError
 from segkd.engine import Engine
-from segkd.errors import SegkdError
 from segkd.models.spec import model_from_checkpoint
-from segkd.stages import plan_stages, stage_diagnosis, transplant
 
 STAGES = [
     {"name": "l1", "epochs": 1, "trainable": ["encoder.model.layer1"],

@@ -94,22 +94,59 @@ def test_circle_detector_sees_a_planted_circle():
     assert _cycles(g) == [["a", "b", "c"]]
 
 
-def test_no_top_level_module_shadows_the_standard_library():
-    """segkd/inspect.py was renamed describe.py: a top-level module named like a stdlib one is
-    imported instead of it by anything run from inside the package folder."""
+def test_no_module_is_named_like_the_standard_library():
+    """A module named like a stdlib one (html, profile, inspect) is imported instead of it by
+    anything run with its folder on sys.path (a script in that folder, an editor's runner)."""
     import sys
 
-    names = {p.stem for p in PKG.glob("*.py")}
-    shadowing = sorted(n for n in names if n in sys.stdlib_module_names and n not in {"__init__"})
+    shadowing = sorted(str(p.relative_to(PKG.parent)) for p in PKG.rglob("*.py")
+                       if p.stem in sys.stdlib_module_names)
     assert not shadowing, f"modules named like the standard library: {shadowing}"
+
+
+# The layers, bottom up: a folder may import its own layer and those below it, never one above.
+LAYERS = [
+    {"segkd.core"},
+    {"segkd.config"},
+    {"segkd.data", "segkd.models", "segkd.eval"},
+    {"segkd.distill"},
+    {"segkd.engine"},
+    {"segkd.apps"},
+    {"segkd.cli"},
+]
+
+
+def _layer(module: str) -> int | None:
+    for i, layer in enumerate(LAYERS):
+        if any(module == top or module.startswith(top + ".") for top in layer):
+            return i
+    return None
+
+
+def test_every_module_sits_in_a_layer():
+    """Nothing lives at the top of the package but ``segkd/__init__.py`` (load_model): a new module
+    goes into the folder that says what it is."""
+    loose = sorted(m for m in import_graph() if m != "segkd" and _layer(m) is None)
+    assert not loose, f"modules outside every layer folder: {loose}"
+
+
+def test_layers_import_only_downwards():
+    upward = sorted(f"{m} -> {t}" for m, deps in import_graph().items() for t in deps
+                    if _layer(m) is not None and _layer(t) is not None and _layer(t) > _layer(m))
+    assert not upward, f"imports that point up the layers: {upward}"
+
+
+def test_layer_check_sees_a_planted_upward_import():
+    assert _layer("segkd.core.errors") < _layer("segkd.apps.report.tables")
+    assert _layer("segkd.distill.losses.kd") > _layer("segkd.models.spec")
 
 
 # ----------------------------------------------------------------------------- the command line
 CLI = PKG / "cli"
 # Library modules that still make their own stderr console, each with settings of its own (the
 # engine's log and progress, run-directory notices, data-check warnings). The command line's
-# consoles are made once, in segkd/console.py; this list may shrink, never grow.
-OWN_CONSOLES = {"segkd.engine.logger", "segkd.runs", "segkd.data.check"}
+# consoles are made once, in segkd/core/console.py; this list may shrink, never grow.
+OWN_CONSOLES = {"segkd.engine.logger", "segkd.apps.runs", "segkd.data.check"}
 
 
 def _trees(root: Path) -> dict[str, ast.Module]:
@@ -191,10 +228,10 @@ def test_flags_are_passed_down_not_through_the_environment():
 
 
 def test_consoles_are_made_once():
-    """The command line prints through segkd/console.py's consoles; no other module makes one at
+    """The command line prints through segkd/core/console.py's consoles; no other module makes one at
     import time (each cli module had its own ``out = Console()``)."""
     made = consoles_made_at_import(_trees(PKG))
-    assert made - OWN_CONSOLES == {"segkd.console"}
+    assert made - OWN_CONSOLES == {"segkd.core.console"}
 
 
 def test_structure_checks_see_planted_code():
@@ -211,11 +248,11 @@ def test_structure_checks_see_planted_code():
 
 
 # ----------------------------------------------------------------------------- models and checkpoints
-# Checkpoint I/O lives in segkd/checkpoint.py, a model's spec and rebuilding in segkd/models/spec.py
+# Checkpoint I/O lives in segkd/core/checkpoint.py, a model's spec and rebuilding in segkd/models/spec.py
 # (issue 19): models/ and data/ imported up into the engine for them, and tools imported the
 # engine only to load a model.
 HOMES = {**dict.fromkeys(("save_checkpoint", "load_checkpoint", "load_strict", "sha256_file",
-                          "is_segkd"), "segkd.checkpoint"),
+                          "is_segkd"), "segkd.core.checkpoint"),
          **dict.fromkeys(("model_spec", "build_from_spec", "apply_replacements",
                           "model_from_checkpoint"), "segkd.models.spec")}
 GONE = {"_logits", "_LogitsOnly"}  # every registered model returns the logits tensor
@@ -258,7 +295,7 @@ def test_no_module_outside_the_engine_loads_a_model_through_it():
     outside = {m: t for m, t in _trees(PKG).items() if not m.startswith("segkd.engine")}
     loading = {m: sorted(names & set(HOMES)) for m, names in engine_imports(outside).items()}
     assert not {m: n for m, n in loading.items() if n}, \
-        f"load models through segkd.models.spec / segkd.checkpoint, not the engine: {loading}"
+        f"load models through segkd.models.spec / segkd.core.checkpoint, not the engine: {loading}"
 
 
 def test_checkpoint_io_and_model_rebuilding_have_one_home():
@@ -310,7 +347,7 @@ def loss_mentions(tree: ast.Module, loss_names: set[str]) -> list[str]:
 
 def _loss_names() -> set[str]:
     import segkd.distill.losses  # noqa: F401  (registers segkd's losses)
-    from segkd.registry import LOSSES
+    from segkd.core.registry import LOSSES
 
     return set(LOSSES.names())
 

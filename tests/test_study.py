@@ -1,4 +1,4 @@
-"""segkd.study: the grid, one teacher injected, skip / resume, dry-run, spec errors, a real tiny run."""
+"""segkd.apps.study: the grid, one teacher injected, skip / resume, dry-run, spec errors, a real tiny run."""
 import json
 import os
 from pathlib import Path
@@ -7,9 +7,9 @@ import pytest
 import yaml
 from rich.console import Console
 
-import segkd.study as study_mod
-from segkd.errors import ConfigError, SegkdError
-from segkd.study import load_spec, run_study
+import segkd.apps.study as study_mod
+from segkd.apps.study import load_spec, run_study
+from segkd.core.errors import ConfigError, SegkdError
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
@@ -184,7 +184,7 @@ def test_distilling_method_without_teacher_is_an_error(setup):
 
 def test_real_tiny_study(tmp_path, monkeypatch):
     """Teacher trained once on the synthetic set, one KD arm distilled from it, then the report."""
-    monkeypatch.setattr(study_mod, "run_training", __import__("segkd.runs").runs.run_training)
+    monkeypatch.setattr(study_mod, "run_training", __import__("segkd.apps.runs").runs.run_training)
     (tmp_path / "teacher.yaml").write_text(yaml.safe_dump({**TINY, "name": "teacher"}))
     kd = {**TINY, "teacher": {}, "stages": [{"epochs": 1, "terms": [{"loss": "ce", "teacher": None},
                                                                     {"loss": "kd"}]}]}

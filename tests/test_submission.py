@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segkd.core.errors import SegkdError
 from segkd.data import build_dataset
 from segkd.data.submission import (
     CAMVID_PALETTE,
@@ -14,7 +15,6 @@ from segkd.data.submission import (
     overlay,
     write_submission,
 )
-from segkd.errors import SegkdError
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from segkd.config import config_from_dict
+from segkd.config.schema import config_from_dict
+from segkd.core.checkpoint import load_checkpoint
 from segkd.distill.cache_store import CacheError, locked
 from segkd.engine import Engine
-from segkd.checkpoint import load_checkpoint
 
 OFD = {"loss": "ofd", "name": "ofd", "weight": 1e-3, "student": "encoder.model.layer2.0.act2",
        "student_hook": "input", "teacher": "encoder.model.layer2.0.act2", "teacher_hook": "input",
@@ -66,7 +66,7 @@ def test_exact_memory_cache_trains_bit_for_bit_like_the_live_teacher(tmp_path, t
 
 def test_batches_carry_index_and_both_views(tiny):
     """Samples say which item and flip they are; the cache's view of an item is that sample."""
-    from segkd.config import TeacherCacheCfg
+    from segkd.config.schema import TeacherCacheCfg
     from segkd.distill.teacher_cache import TeacherCache, find_flip
     from segkd.engine.data import build_data, make_loader
 
@@ -277,7 +277,7 @@ def test_unwritable_dir_random_transform_and_budget_errors(tmp_path, tiny, teach
 def test_approximate_mode_cuts_the_cached_output_like_the_image(tiny, scale, atol):
     """With a "teacher" that returns its input, the warped cached output of each sample is the
     sample's own image (crop offsets, padding, flips, a 2x scale): the geometry is right."""
-    from segkd.config import TeacherCacheCfg
+    from segkd.config.schema import TeacherCacheCfg
     from segkd.distill.teacher_cache import LOGITS_POS, TeacherCache
     from segkd.engine.data import build_data, make_loader
 
@@ -314,7 +314,7 @@ def test_approximate_mode_trains_and_names_itself(tmp_path, tiny, teacher_ckpt, 
 
 def test_camvid_distillation_recipes_use_the_exact_cache():
     """Every CamVid recipe with a teacher caches it, and its training transforms allow exact mode."""
-    from segkd.config import load_config
+    from segkd.config.schema import load_config
     from segkd.data.transforms import split_transforms
     from segkd.distill.teacher_cache import check_exact
 
@@ -331,7 +331,7 @@ def test_camvid_distillation_recipes_use_the_exact_cache():
 
 def test_cache_switches_from_the_command_line():
     """`cache: true` in a recipe, then --set teacher.cache.dir=... / teacher.cache=false."""
-    from segkd.config import load_config
+    from segkd.config.schema import load_config
 
     kd = Path(__file__).parents[1] / "configs" / "camvid" / "kd.yaml"
     assert load_config(kd, ["teacher.cache.dir=/x"]).teacher.cache.dir == "/x"

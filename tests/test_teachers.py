@@ -16,13 +16,13 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+from conftest import require_shared
 
 import segkd.models.teachers as teachers
 from segkd import load_model
-from segkd.errors import CheckpointError
+from segkd.core.errors import CheckpointError
+from segkd.core.registry import MODELS
 from segkd.models.teachers.importer import extract_state_dict, safe_load
-from segkd.registry import MODELS
-from conftest import require_shared
 
 FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "teachers"
 JFZ_PARAMS, WRN_PARAMS = 59_344_309, 137_103_936

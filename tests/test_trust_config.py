@@ -67,8 +67,8 @@ def test_a_second_data_block_is_an_error_not_the_synthetic_set(segkd, cwd):
 
 
 def test_duplicate_keys_nested_in_lists_and_in_a_base_file(cwd):
-    from segkd.config import load_config
-    from segkd.errors import ConfigError
+    from segkd.config.schema import load_config
+    from segkd.core.errors import ConfigError
 
     (cwd / "base.yaml").write_text("stages:\n- name: a\n  epochs: 2\n  epochs: 3\n")
     (cwd / "c.yaml").write_text("_base_: base.yaml\nseed: 1\n")
@@ -93,7 +93,7 @@ def test_duplicate_key_inside_a_set_value_and_a_set_key_given_twice(segkd, cwd):
                           "'data.batch_size=4'); keep one")
     _nothing_written(cwd, "c.yaml")
     # layered override lists (a study's `set`, then a method's) still override in order
-    from segkd.config import load_config
+    from segkd.config.schema import load_config
 
     assert load_config(cfg, ["data.batch_size=2", "data.batch_size=4"]).data.batch_size == 4
 
@@ -185,7 +185,7 @@ def test_ctrl_c_during_training_says_interrupted_and_exits_130(tmp_path):
 def test_export_whose_description_cannot_be_written_fails_before_loading(segkd, tmp_path,
                                                                          teacher_ckpt,
                                                                          monkeypatch):
-    import segkd.export as export
+    import segkd.apps.export as export
 
     monkeypatch.setattr(export, "model_from_checkpoint", _must_not_run)
     (tmp_path / "m.json").mkdir()  # where m.onnx's description goes
@@ -199,7 +199,7 @@ def test_export_whose_description_cannot_be_written_fails_before_loading(segkd, 
     _one_line_error(proc, f"cannot write --onnx {tmp_path / 'x.json'}: its description x.json "
                           "would overwrite it")
     _nothing_written(tmp_path, "m.json")
-    from segkd.errors import SegkdError
+    from segkd.core.errors import SegkdError
 
     with pytest.raises(SegkdError, match="m.json: it is a folder"):  # the library checks too
         export.export_onnx(teacher_ckpt, tmp_path / "m.onnx")
@@ -253,7 +253,7 @@ def test_exact_cache_refusal_suggests_approximate_only_where_it_is_accepted():
 
 # ----------------------------------------------------------------------- precision
 def test_precision_defaults_to_auto_and_says_so(segkd, tmp_path):
-    from segkd.config import Config, TrainerCfg
+    from segkd.config.schema import Config, TrainerCfg
 
     assert TrainerCfg().precision == "auto" and Config().trainer.precision == "auto"
     raw = yaml.safe_load(write_config(tmp_path / "c.yaml").read_text())

@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import segkd.checkpoint as ckmod
-from segkd.checkpoint import (load_checkpoint, read_checkpoint, resolve_checkpoint,
-                              save_checkpoint)
-from segkd.config import config_from_dict
+import segkd.core.checkpoint as ckmod
+from segkd.config.schema import config_from_dict
+from segkd.core.checkpoint import load_checkpoint, read_checkpoint, resolve_checkpoint, save_checkpoint
+from segkd.core.errors import CheckpointError
 from segkd.engine import Engine
-from segkd.errors import CheckpointError
 
 
 def _sha(path: Path) -> str:
@@ -135,7 +134,7 @@ def test_a_run_directory_as_teacher_checkpoint_works_with_the_cache(tmp_path, ti
 
 
 def test_one_resolution_of_checkpoint_or_run_directory(tmp_path):
-    from segkd.study import StudySpec, teacher_checkpoint
+    from segkd.apps.study import StudySpec, teacher_checkpoint
 
     rd = tmp_path / "run"
     assert resolve_checkpoint(rd) == rd  # not there: the path itself (then "not found")

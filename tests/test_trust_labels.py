@@ -19,8 +19,7 @@ import yaml
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_errors import (assert_clean_error, assert_nothing_half_written,  # noqa: E402
-                         folder_config, png)
+from test_errors import assert_clean_error, assert_nothing_half_written, folder_config, png  # noqa: E402
 
 S = 64  # masks large enough for labelled regions with an inside (JPEG noise has none)
 
@@ -113,10 +112,10 @@ def test_lossy_png_masks_found_by_their_values(tmp_path, how):
     """No .jpg to go by: JPEG noise saved as PNG, or masks resized with a smooth filter, are
     found from their values (the pre-flight check and prepare); 255, the ignore index, stays
     ignored in the binning value_map."""
+    from segkd.core.errors import DataError
     from segkd.data import build_dataset
     from segkd.data.check import check_splits
     from segkd.data.prepare import prepare
-    from segkd.errors import DataError
 
     def mask(i):
         if how == "jpeg_as_png":

@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from segkd.checkpoint import load_checkpoint, save_checkpoint
-from segkd.errors import NonFiniteLoss
+from segkd.core.checkpoint import load_checkpoint, save_checkpoint
+from segkd.core.errors import NonFiniteLoss
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_errors import assert_clean_error, write_config  # noqa: E402
@@ -87,7 +87,7 @@ def test_save_checkpoint_refuses_non_finite_tensors_and_keeps_the_file(tmp_path)
 def test_export_refuses_a_checkpoint_holding_non_finite_tensors(tmp_path):
     """A checkpoint written before checkpoints were checked (torch.save, no sidecar) with an inf
     BatchNorm buffer: neither export writes anything."""
-    from segkd.export import export_onnx, export_safetensors
+    from segkd.apps.export import export_onnx, export_safetensors
     from segkd.engine.state import model_checkpoint
     from segkd.models.spec import build_from_spec
 

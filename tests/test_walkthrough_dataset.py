@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segkd.core.errors import DataError
+from segkd.core.registry import DATASETS
 from segkd.data import Archive, DatasetSpec, Download, SegmentationDataset, register_dataset
 from segkd.data.base import list_images, read_lines, require_dir, require_items
 from segkd.data.pairing import Pairing, match, stems
-from segkd.errors import DataError
-from segkd.registry import DATASETS
 
 
 # ------------------------------------------------------------------ the dataset: one file's worth
@@ -151,9 +151,9 @@ def test_a_dataset_written_outside_the_package_trains_and_evaluates(registered, 
 
 
 def test_an_unknown_option_of_the_new_dataset_names_its_options(registered, tmp_path):
-    from segkd.config import DataCfg
+    from segkd.config.schema import DataCfg
+    from segkd.core.errors import ConfigError
     from segkd.data import dataset_from_config
-    from segkd.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"data.options.label_sufix: dataset 'tiles' has no option "
                                           r"'label_sufix'. Did you mean: label_suffix\?"):

@@ -11,7 +11,7 @@ KD_STAGE = [{"name": "kd", "epochs": 1, "optimizer": {"name": "adam", "lr": 1e-3
 
 
 def train(raw: dict, run_dir: Path) -> Path:
-    from segkd.config import config_from_dict
+    from segkd.config.schema import config_from_dict
     from segkd.engine import Engine
 
     Engine(config_from_dict(raw), run_dir).run()

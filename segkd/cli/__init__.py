@@ -10,10 +10,10 @@ import sys
 
 import typer
 
-from ..console import errors as err
-from ..errors import SegkdError, user_message
-from . import cheap, compress, data, export, info, study, train
-from .base import Interrupted, app, flags
+from segkd.cli import cheap, compress, data, export, info, study, train
+from segkd.cli.base import Interrupted, app, flags
+from segkd.core.console import errors as err
+from segkd.core.errors import SegkdError, user_message
 
 __all__ = ["app", "main"]
 

@@ -1,4 +1,4 @@
 """``python -m segkd.cli``: the same as the ``segkd`` console script."""
-from . import main
+from segkd.cli import main
 
 main()

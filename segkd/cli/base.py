@@ -9,8 +9,8 @@ from typing import Any, List, Optional
 import typer
 from typer.core import TyperGroup
 
-from ..console import console as out
-from ..errors import SegkdError
+from segkd.core.console import console as out
+from segkd.core.errors import SegkdError
 
 __all__ = ["app", "flags", "out", "SetOpt", "overrides", "pair", "print_summary", "Interrupted",
            "checkpoint_arg"]
@@ -59,7 +59,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 def overrides(values: Optional[List[str]]) -> list[str]:
     """The ``--set`` values (a key set twice to different values is an error), plus
     ``trainer.progress=false`` under ``--quiet``."""
-    from ..config_yaml import refuse_repeated
+    from segkd.config.loading import refuse_repeated
 
     refuse_repeated(list(values or []))
     extra = ["trainer.progress=false"] if flags.quiet else []
@@ -68,7 +68,7 @@ def overrides(values: Optional[List[str]]) -> list[str]:
 
 def print_summary(run_dir: Path, summary: dict) -> None:
     """The end-of-run table and the run directory."""
-    from ..report import summary_table
+    from segkd.apps.report.tables import summary_table
 
     out.print(summary_table(summary))
     out.print(f"run directory: [bold]{run_dir}[/bold]")

@@ -6,14 +6,14 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from .base import out, pair
+from segkd.cli.base import out, pair
 
 cheap = typer.Typer(no_args_is_help=True, help="Cheap-convolution students (Plug and Play).")
 
 
 def plan_rows(model, paths: list[str], block: str, options: dict, size: tuple[int, int]):
     """(student, rows) for replacing ``paths`` (exact) in a copy of ``model``."""
-    from ..models.cheap import make_cheap_student, replacement_table
+    from segkd.models.cheap import make_cheap_student, replacement_table
 
     student, records = make_cheap_student(model, paths, block, **options)
     return student, replacement_table(records, model, student, size)
@@ -43,9 +43,9 @@ def plan(model: str = typer.Argument(..., help="teacher checkpoint, config or ar
          latency: bool = typer.Option(True, "--latency/--no-latency")) -> None:
     """Show what a replacement (explicit or automatic) does: per-conv and total params/FLOPs,
     and measured CPU latency of teacher vs student."""
-    from ..describe import load_any_model
-    from ..models.cheap import auto_plan, resolve_paths
-    from ..models.profile import measure_latency
+    from segkd.apps.describe import load_any_model
+    from segkd.models.cheap import auto_plan, resolve_paths
+    from segkd.models.cost import measure_latency
 
     hw = pair(size) or (512, 512)  # before any loading: a bad --size is one line, at once
     teacher, what = load_any_model(model, classes)

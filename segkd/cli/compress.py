@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from .base import flags, out, pair
+from segkd.cli.base import flags, out, pair
 
 
 def compress(teacher: str = typer.Argument(..., help="segkd checkpoint or run dir, or a state "
@@ -35,8 +35,9 @@ def compress(teacher: str = typer.Argument(..., help="segkd checkpoint or run di
              seed: int = typer.Option(0, "--seed")) -> None:
     """Compress a teacher: measure candidate students against a target, train the chosen one with
     the recipe the evidence supports, export it and report teacher vs student."""
-    from ..compress.plan import Target
-    from ..compress.run import Request, compress as run
+    from segkd.apps.compress.plan import Target
+    from segkd.apps.compress.run import Request
+    from segkd.apps.compress.run import compress as run
 
     hw = pair(size) or (256, 256)
     req = Request(teacher=teacher, data=data, out=out_dir,

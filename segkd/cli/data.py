@@ -8,8 +8,8 @@ from typing import Any, List, Optional
 import typer
 import yaml
 
-from ..errors import ConfigError
-from .base import flags, out
+from segkd.cli.base import flags, out
+from segkd.core.errors import ConfigError
 
 
 def _unique_pairs(where: str):
@@ -29,7 +29,7 @@ def parse_options(options_json: Optional[str], sets: Optional[List[str]]) -> dic
     when they parse, e.g. ``sbd=true``, ``value_map={"0":0,"255":1}``, else as YAML like
     ``segkd train --set``, e.g. ``value_map={0: 0, 255: 1}``; else kept as strings).
     A key twice in one JSON object, or one ``--set`` key with two values, is an error."""
-    from ..config_yaml import refuse_repeated
+    from segkd.config.loading import refuse_repeated
 
     refuse_repeated(list(sets or []))
     options: dict[str, Any] = {}
@@ -71,7 +71,7 @@ def download_cmd(
     force: bool = typer.Option(False, "--force", help="fetch even if the dataset already loads"),
 ) -> None:
     """Download, verify and extract a public dataset (resumable); Cityscapes: what to fetch."""
-    from ..data.download import download
+    from segkd.data.download import download
 
     download(name, root, base_url, sha256=sha256, keep_archive=keep_archive, force=force,
              progress=not flags.quiet)
@@ -95,19 +95,19 @@ def prepare_cmd(
     Exits with code 1 when the report has errors (for "folder": errors the printed config does
     not fix; those it fixes are reported as "fixed", saying what the config sets).
     """
-    from ..data.prepare import prepare, print_report
+    from segkd.data.prepare import prepare, print_report
 
     options = parse_options(options_json, set_)
     if name == "folder":
-        from ..data.base import require_dir
-        from ..data.folder_setup import detect_layout
+        from segkd.data.base import require_dir
+        from segkd.data.folder_setup import detect_layout
 
         require_dir(root, "dataset root")  # before a config naming it is written
         options = {**detect_layout(root, options), **options}
         options = _with_class_count(root, options, max_masks)
     report = prepare(name, root, max_masks=max_masks or None, splits=split or None, **options)
     if name == "folder":
-        from ..data.folder_setup import with_suggestions
+        from segkd.data.folder_setup import with_suggestions
 
         report = with_suggestions(report, options)
     print_report(report, out)
@@ -122,8 +122,8 @@ def prepare_cmd(
 def _with_class_count(root: Path, options: dict[str, Any], max_masks: int) -> dict[str, Any]:
     """Without class names (no classes / num_classes option, no classes.txt), the class count
     implied by a first look at the mask values (0/255 masks: 2 classes)."""
-    from ..data.folder_setup import class_count
-    from ..data.prepare import prepare
+    from segkd.data.folder_setup import class_count
+    from segkd.data.prepare import prepare
 
     if options.get("classes") or options.get("num_classes") or (root / "classes.txt").is_file():
         return options
@@ -133,7 +133,7 @@ def _with_class_count(root: Path, options: dict[str, Any], max_masks: int) -> di
 
 def _print_config(report: Any, root: Path, options: dict[str, Any], path: Optional[Path]) -> None:
     """Print (and with ``path``, write) the config suggested for a folder dataset."""
-    from ..data.folder_setup import config_text, suggest_config
+    from segkd.data.folder_setup import config_text, suggest_config
 
     text = config_text(suggest_config(report, root, options), root, report.ok, report.applied)
     out.print("\n[bold]suggested config[/bold]" + (f" (written to {path})" if path else "") + ":")

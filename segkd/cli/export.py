@@ -11,8 +11,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..errors import SegkdError
-from .base import checkpoint_arg, out, pair
+from segkd.cli.base import checkpoint_arg, out, pair
+from segkd.core.errors import SegkdError
 
 
 def _parity_table(info: dict) -> Table:
@@ -39,7 +39,7 @@ def export(checkpoint: Path = typer.Argument(..., help="segkd checkpoint (best.p
            tolerance: float = typer.Option(1e-4, "--tolerance",
                                            help="max relative error onnxruntime vs PyTorch")) -> None:
     """Export a checkpoint for deployment: ONNX (checked against PyTorch) and/or safetensors."""
-    from ..export import check_export_target, export_onnx, export_safetensors
+    from segkd.apps.export import check_export_target, export_onnx, export_safetensors
 
     if not onnx and not safetensors:
         raise SegkdError("nothing to export: give --onnx OUT.onnx and/or --safetensors OUT.safetensors")

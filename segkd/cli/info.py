@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .base import flags, out, pair
+from segkd.cli.base import flags, out, pair
 
 
 def info(target: Optional[str] = typer.Argument(None, help="config.yaml, checkpoint, or arch:encoder"),
@@ -25,8 +25,8 @@ def info(target: Optional[str] = typer.Argument(None, help="config.yaml, checkpo
          threads: Optional[int] = typer.Option(None, "--threads",
                                                help="CPU threads for latency (PyTorch and onnxruntime)")) -> None:
     """Parameters, FLOPs, latency and module paths of a model; or teacher vs student."""
-    from ..compare import LatencySetup
-    from ..describe import info_command
+    from segkd.apps.deploy_compare import LatencySetup
+    from segkd.apps.describe import info_command
 
     setup = LatencySetup(device=device, dtype=dtype, batch=batch, channels_last=channels_last,
                          threads=threads)
@@ -40,10 +40,10 @@ def list_(what: str = typer.Argument(..., help="models | encoders | datasets | l
           verbose: bool = typer.Option(False, "--verbose", "-v",
                                        help="datasets: each one's layout and data.options")) -> None:
     """List registered names (like timm.list_models); losses and connectors with a summary."""
-    from ..describe import list_names, name_summary
+    from segkd.apps.describe import list_names, name_summary
 
     if verbose and what == "datasets":
-        from ..data.catalog import describe_dataset
+        from segkd.data.catalog import describe_dataset
 
         for name in list_names(what, pattern):
             out.print(describe_dataset(name), markup=False, highlight=False, soft_wrap=True)
@@ -56,10 +56,11 @@ def list_(what: str = typer.Argument(..., help="models | encoders | datasets | l
 
 
 def demo(out_dir: Path = typer.Option(Path("runs/demo"), "--out-dir"),
-         epochs: int = typer.Option(0, "--epochs", help="override the demo's epochs (0 = default)"),
+         epochs: int = typer.Option(0, "--epochs", help="the teacher's epochs (0 = default)"),
          quick: bool = typer.Option(False, "--quick", help="a tiny smoke run (seconds)")) -> None:
-    """Teacher -> baseline student -> distilled student on the built-in synthetic data."""
-    from ..demo import run_demo
+    """Train a teacher on the built-in synthetic data and `segkd compress` it: plan, distil,
+    export, report."""
+    from segkd.apps.demo import run_demo
 
     run_demo(out_dir, epochs, quick, out, quiet=flags.quiet)
 
@@ -69,7 +70,7 @@ def import_teacher(file: Path = typer.Argument(...),
                                            help="jfzhang95-deeplabv3plus | nvidia-deepwv3plus"),
                    out_path: Path = typer.Option(..., "--out")) -> None:
     """Convert a published teacher checkpoint into a segkd checkpoint (strict load)."""
-    from ..models.teachers.importer import import_teacher as _imp
+    from segkd.models.teachers.importer import import_teacher as _imp
 
     _imp(str(file), fmt, str(out_path))
     out.print(f"wrote {out_path}")

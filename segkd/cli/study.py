@@ -7,8 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import SegkdError
-from .base import out, overrides
+from segkd.cli.base import out, overrides
+from segkd.core.errors import SegkdError
 
 
 def study(spec: Path = typer.Argument(..., help="study spec YAML"),
@@ -24,7 +24,7 @@ def study(spec: Path = typer.Argument(..., help="study spec YAML"),
                                               "the K-th (0-based), so that N processes share a "
                                               "study")) -> None:
     """Students x methods x data fractions x seeds with one teacher; resumable."""
-    from ..study import run_study
+    from segkd.apps.study import run_study
 
     run_study(spec, dry_run=dry_run, keep_going=keep_going, extra=overrides(None),
               report=not no_report, console=out, limit=limit, out_dir=out_dir,
@@ -32,7 +32,7 @@ def study(spec: Path = typer.Argument(..., help="study spec YAML"),
 
 
 def _parse_shard(value: Optional[str]) -> Optional[tuple[int, int]]:
-    from ..errors import ConfigError
+    from segkd.core.errors import ConfigError
 
     if value is None:
         return None
@@ -78,9 +78,9 @@ def report(run_dirs: List[Path] = typer.Argument(..., help="run directories or f
     """Tables over runs: the teacher, baselines and students found from the runs themselves,
     mean ± std over seeds, Δ vs baseline and the share of the teacher gap (results.md,
     results.csv, per_class.md, comparison.md), latency, and with --html one page to look at."""
-    from ..compare import LatencySetup
-    from ..report import report as write_report
-    from .base import pair
+    from segkd.apps.deploy_compare import LatencySetup
+    from segkd.apps.report.tables import report as write_report
+    from segkd.cli.base import pair
 
     if screenshot and not html:
         raise SegkdError("--screenshot needs --html OUT.html (the screenshot is written beside it)")
@@ -108,9 +108,9 @@ def stages(student: Path = typer.Argument(..., help="the stagewise run's checkpo
 
     from rich.table import Table
 
-    from ..stages import stage_diagnosis
-    from ..writable import check_output_file
-    from .base import checkpoint_arg, pair
+    from segkd.apps.stages import stage_diagnosis
+    from segkd.cli.base import checkpoint_arg, pair
+    from segkd.core.writable import check_output_file
 
     if json_out:  # a path that cannot be written fails now, not after the evaluations
         check_output_file(json_out, "--json")

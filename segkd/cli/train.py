@@ -7,8 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import SegkdError
-from .base import SetOpt, checkpoint_arg, out, overrides, pair, print_summary
+from segkd.cli.base import SetOpt, checkpoint_arg, out, overrides, pair, print_summary
+from segkd.core.errors import SegkdError
 
 
 def train(config: Path = typer.Argument(..., help="YAML config"),
@@ -17,7 +17,7 @@ def train(config: Path = typer.Argument(..., help="YAML config"),
           run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="exact run directory"),
           out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="parent of the run directory")) -> None:
     """Train a model (a recipe with one cross-entropy stage, or any recipe)."""
-    from ..runs import run_training
+    from segkd.apps.runs import run_training
 
     rd, summary = run_training(str(config), overrides(set_), str(run_dir) if run_dir else None,
                                str(resume) if resume else None, str(out_dir) if out_dir else None)
@@ -30,7 +30,7 @@ def distill(config: Path = typer.Argument(..., help="YAML recipe with a teacher"
             run_dir: Optional[Path] = typer.Option(None, "--run-dir"),
             out_dir: Optional[Path] = typer.Option(None, "--out-dir")) -> None:
     """Distill a student from a teacher (same engine, run directory and resume as train)."""
-    from ..config import load_config
+    from segkd.config.schema import load_config
 
     if not resume and load_config(str(config), overrides(set_)).teacher is None:
         raise SegkdError(f"{config}: a distillation recipe needs a `teacher:` section")
@@ -49,9 +49,9 @@ def eval_(checkpoint: Path = typer.Argument(..., help="segkd checkpoint (best.pt
           batch_size: int = typer.Option(4, "--batch-size"),
           json_out: Optional[Path] = typer.Option(None, "--json")) -> None:
     """Evaluate a checkpoint on a split: mIoU, per-class IoU, accuracies, per-image IoU."""
-    from ..evaluation import evaluate_checkpoint
-    from ..report import metrics_table
-    from ..writable import check_output_file
+    from segkd.apps.eval_checkpoint import evaluate_checkpoint
+    from segkd.apps.report.tables import metrics_table
+    from segkd.core.writable import check_output_file
 
     if json_out:
         check_output_file(json_out, "--json")
@@ -72,7 +72,7 @@ def predict(checkpoint: Path = typer.Argument(..., help="segkd checkpoint or .on
             flip: bool = typer.Option(False, "--flip")) -> None:
     """Predict masks for images: colour masks and overlays with a legend of the class colours
     (legend.png), or benchmark-server PNGs."""
-    from ..predict import predict_paths
+    from segkd.apps.predict import predict_paths
 
     n = predict_paths(str(checkpoint), [str(i) for i in inputs], str(out_dir), pair(size), fmt, flip)
     out.print(f"wrote predictions for {n} image(s) to {out_dir}")

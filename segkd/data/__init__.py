@@ -11,7 +11,7 @@ how a run's ``data:`` section becomes a dataset.
 from __future__ import annotations
 
 # imported for their registrations; this order is the order `segkd download` lists downloads in
-from segkd.data import camvid, voc, cityscapes, classification, folder, synthetic  # noqa: F401
+from segkd.data import camvid, voc, cityscapes, classification, folder, synthetic  # noqa: F401  # isort: skip
 from segkd.data.base import SegmentationDataset
 from segkd.data.cityscapes import CITYSCAPES_TRAINID_TO_LABELID
 from segkd.data.fraction import read_file_list, select_fraction, write_file_list

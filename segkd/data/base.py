@@ -18,8 +18,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image, read_file
 
-from segkd.constants import IMAGENET_MEAN, IMAGENET_STD
-from segkd.errors import DataError
+from segkd.core.constants import IMAGENET_MEAN, IMAGENET_STD
+from segkd.core.errors import DataError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
 

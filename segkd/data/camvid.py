@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from segkd.core.errors import DataError
 from segkd.data.base import (
     SegmentationDataset,
     build_lut,
@@ -13,7 +14,6 @@ from segkd.data.base import (
 )
 from segkd.data.pairing import LayoutMeta, Pairing, match, stems
 from segkd.data.spec import Archive, DatasetSpec, Download, register_dataset
-from segkd.errors import DataError
 
 CAMVID_CLASSES = [
     "Sky", "Building", "Pole", "Road", "Pavement", "Tree",

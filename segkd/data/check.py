@@ -33,12 +33,21 @@ from rich.console import Console
 from rich.markup import escape
 from torchvision.io import ImageReadMode, decode_image, read_file
 
+from segkd.core.distributed import is_rank_zero
+from segkd.core.errors import DataError
 from segkd.data.base import SegmentationDataset, png_header, read_raw_mask
-from segkd.data.mask_values import (LOSSY_EXTS, UNMAPPED_SHARE, absent_message, lossy_message,
-                                    lossy_values, map_keys, parse_value_map, unmapped_message,
-                                    unmapped_values, value_counts)
-from segkd.distributed import is_rank_zero
-from segkd.errors import DataError
+from segkd.data.mask_values import (
+    LOSSY_EXTS,
+    UNMAPPED_SHARE,
+    absent_message,
+    lossy_message,
+    lossy_values,
+    map_keys,
+    parse_value_map,
+    unmapped_message,
+    unmapped_values,
+    value_counts,
+)
 
 CHECK_MODES = ("error", "warn", "off")
 LOW_LABELED_SHARE = 0.01  # below this share of labeled pixels a split gets a warning

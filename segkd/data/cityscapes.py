@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from segkd.core.errors import DataError
 from segkd.data.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -13,7 +14,6 @@ from segkd.data.base import (
 )
 from segkd.data.pairing import LayoutMeta, Pairing, match
 from segkd.data.spec import DatasetSpec, Download, register_dataset
-from segkd.errors import DataError
 
 CITYSCAPES_CLASSES = [
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
@@ -86,7 +86,7 @@ def cityscapes_instructions(root: Path) -> str:
 
 def install_cityscapes(root: Path, fetch) -> bool:
     """Extract the two zips if they are in ``root``; otherwise print what to fetch (False)."""
-    from segkd.console import say
+    from segkd.core.console import say
     from segkd.data.download import extract
 
     zips = [root / z for z in CITYSCAPES_ZIPS]

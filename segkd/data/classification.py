@@ -15,9 +15,16 @@ import torch
 from torch import Tensor
 from torchvision import tv_tensors
 
-from ..errors import DataError
-from .spec import DatasetSpec, register_dataset
-from .base import IMAGENET_MEAN, IMAGENET_STD, SegmentationDataset, list_images, read_image, require_dir
+from segkd.core.errors import DataError
+from segkd.data.base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SegmentationDataset,
+    list_images,
+    read_image,
+    require_dir,
+)
+from segkd.data.spec import DatasetSpec, register_dataset
 
 
 class ClassificationDataset(SegmentationDataset):

@@ -18,25 +18,31 @@ What a dataset downloads, and how it is unpacked, is its own: ``DatasetSpec.down
 from __future__ import annotations
 
 import http.client
+import json
 import shutil
 import stat
 import tarfile
 import time
 import zipfile
-import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
-from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                           TransferSpeedColumn)
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
-from segkd.checkpoint import sha256_file, sha256_hex
-from segkd.console import console, say
+from segkd.core.checkpoint import sha256_file, sha256_hex
+from segkd.core.console import console, say
+from segkd.core.errors import DataError, SegkdError
 from segkd.data.spec import Archive, DatasetSpec, Download, dataset_specs
-from segkd.errors import DataError, SegkdError
 
 CHUNK = 1 << 16
 TIMEOUT = 60.0

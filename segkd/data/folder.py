@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
+from segkd.core.errors import DataError
 from segkd.data.base import (
     IMAGE_EXTS,
     IMAGENET_MEAN,
@@ -21,7 +22,6 @@ from segkd.data.base import (
 from segkd.data.mask_values import parse_value_map
 from segkd.data.pairing import LayoutMeta, Pairing, match, match_listed, stems
 from segkd.data.spec import DatasetSpec, register_dataset
-from segkd.errors import DataError
 
 
 def _by_stem(files: list[Path]) -> dict[str, Path]:

@@ -7,8 +7,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
+from segkd.core.errors import ConfigError, DataError
 from segkd.data.base import require_file
-from segkd.errors import ConfigError, DataError
 
 
 def fraction_count(n_items: int, fraction: float) -> int:

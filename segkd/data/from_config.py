@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from segkd.config import DataCfg
+from segkd.config.schema import DataCfg
+from segkd.core.errors import DataError
 from segkd.data.base import SegmentationDataset, Transform
 from segkd.data.spec import dataset_spec
 from segkd.data.transforms import EvalResize, split_transforms
-from segkd.errors import DataError
 
 
 def build_dataset(name: str, root: Any = None, split: Optional[str] = "train", *,

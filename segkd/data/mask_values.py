@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from segkd.errors import DataError
+from segkd.core.errors import DataError
 
 LOSSY_EXTS = (".jpg", ".jpeg", ".webp")
 REGION_SHARE = 0.1  # a value with at least this share of interior pixels is a labelled region

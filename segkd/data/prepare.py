@@ -24,12 +24,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from segkd.core.errors import SegkdError
 from segkd.data import build_dataset
 from segkd.data.base import read_image, read_raw_mask
 from segkd.data.mask_values import LOSSY_EXTS, lossy_findings, map_findings, value_counts
 from segkd.data.pairing import LayoutMeta, Pairing
 from segkd.data.spec import dataset_spec
-from segkd.errors import SegkdError
 
 LOSSY = LOSSY_EXTS
 

@@ -12,9 +12,9 @@ import numpy as np
 from PIL import Image
 from rich.progress import track
 
-from segkd.console import console, say
+from segkd.core.console import console, say
+from segkd.core.errors import DataError, SegkdError
 from segkd.data.base import read_id_list
-from segkd.errors import DataError, SegkdError
 
 MaskReader = Callable[[Path], np.ndarray]
 

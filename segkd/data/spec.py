@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from segkd.core.errors import ConfigError, SegkdError
+from segkd.core.registry import DATASETS, suggest
 from segkd.data.base import SegmentationDataset, Transform
 from segkd.data.pairing import LayoutMeta, Pairing
-from segkd.errors import ConfigError, SegkdError
-from segkd.registry import DATASETS, suggest
 
 Builder = Callable[..., SegmentationDataset]
 Scanner = Callable[[Path, dict], "dict[str, Pairing]"]

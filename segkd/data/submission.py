@@ -23,8 +23,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from segkd.core.errors import SegkdError
 from segkd.data.cityscapes import CITYSCAPES_TRAINID_TO_LABELID
-from segkd.errors import SegkdError
 
 VOC_RESULTS_DIR = Path("results/VOC2012/Segmentation/comp6_test_cls")
 _CITYSCAPES_PREFIX = re.compile(r"^[a-z]+_\d{6}_\d{6}", re.IGNORECASE)

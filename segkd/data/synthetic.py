@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from segkd.core.errors import DataError
 from segkd.data.base import SegmentationDataset
 from segkd.data.spec import DatasetSpec, register_dataset
-from segkd.errors import DataError
 
 SYNTHETIC_CLASSES = ["background_sky", "ground", "pole", "vehicle", "sign", "person"]
 SYNTHETIC_MEAN = (0.5, 0.5, 0.5)

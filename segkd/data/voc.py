@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from segkd.core.errors import DataError
 from segkd.data.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -14,7 +15,6 @@ from segkd.data.base import (
 )
 from segkd.data.pairing import LayoutMeta, Pairing, match_listed
 from segkd.data.spec import Archive, DatasetSpec, Download, register_dataset
-from segkd.errors import DataError
 
 VOC_CLASSES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",

@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from ..errors import SegkdError
+from segkd.core.errors import SegkdError
 
 # storage dtype -> (torch dtype, numpy dtype holding the same bytes)
 DTYPES = {"float32": (torch.float32, np.float32), "float16": (torch.float16, np.float16),

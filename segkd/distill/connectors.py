@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ..registry import CONNECTORS
+from segkd.core.registry import CONNECTORS
 
 
 @CONNECTORS.register("conv1x1_bn")

@@ -12,14 +12,14 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
-from ..config import LOGITS, Term
-from ..errors import ConfigError
-from ..registry import CONNECTORS, LOSSES
-from . import connectors as _connectors  # noqa: F401  (registers connectors)
-from . import losses as _losses  # noqa: F401  (registers losses)
-from .freeze import frozen_modules, keep_in_eval
-from .losses.contract import contract_of
-from .recorder import Recorder
+from segkd.config.schema import LOGITS, Term
+from segkd.core.errors import ConfigError
+from segkd.core.registry import CONNECTORS, LOSSES
+from segkd.distill import connectors as _connectors  # noqa: F401  (registers connectors)
+from segkd.distill import losses as _losses  # noqa: F401  (registers losses)
+from segkd.distill.freeze import frozen_modules, keep_in_eval
+from segkd.distill.losses.contract import contract_of
+from segkd.distill.recorder import Recorder
 
 __all__ = ["LOGITS", "Distiller", "Term"]
 

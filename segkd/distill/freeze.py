@@ -12,7 +12,7 @@ from fnmatch import fnmatchcase
 
 import torch.nn as nn
 
-from ..errors import ConfigError
+from segkd.core.errors import ConfigError
 
 
 def _prefixes(name: str) -> list[str]:

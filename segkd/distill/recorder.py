@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError
+from segkd.core.errors import ConfigError
 
 HookKind = Literal["output", "input"]
 

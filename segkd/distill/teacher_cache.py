@@ -31,11 +31,25 @@ from typing import Callable, Optional
 import torch
 from torchvision.transforms import v2
 
-from ..checkpoint import sha256_hex
-from ..data.transforms import (ImageToFloat, JointRandomCrop, JointRandomScale, RandomHFlip,
-                               find_flip, transform_steps)
-from .cache_store import (DTYPES, ArraySpec, CacheError, MemoryArray, PartialArray,
-                          check_writable, locked, open_complete)
+from segkd.core.checkpoint import sha256_hex
+from segkd.data.transforms import (
+    ImageToFloat,
+    JointRandomCrop,
+    JointRandomScale,
+    RandomHFlip,
+    find_flip,
+    transform_steps,
+)
+from segkd.distill.cache_store import (
+    DTYPES,
+    ArraySpec,
+    CacheError,
+    MemoryArray,
+    PartialArray,
+    check_writable,
+    locked,
+    open_complete,
+)
 
 LOGITS_POS = ("logits", "output")
 # random steps of segkd's training transforms -> the config key that turns them on

@@ -1,4 +1,4 @@
 """The training engine (our loop over Lightning Fabric)."""
-from .loop import Engine, NonFiniteLoss
+from segkd.engine.loop import Engine, NonFiniteLoss
 
 __all__ = ["Engine", "NonFiniteLoss"]

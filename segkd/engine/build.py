@@ -4,12 +4,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..checkpoint import is_segkd, load_strict, read_checkpoint
-from ..config import Config, StageCfg, TeacherCfg, Term
-from ..distill.distiller import Distiller
-from ..errors import ConfigError
-from ..models.spec import build_from_spec, model_from_loaded, model_spec
-from .runtime import TEACHER_DTYPES, Runtime
+from segkd.config.schema import Config, StageCfg, TeacherCfg, Term
+from segkd.core.checkpoint import is_segkd, load_strict, read_checkpoint
+from segkd.core.errors import ConfigError
+from segkd.distill.distiller import Distiller
+from segkd.engine.runtime import TEACHER_DTYPES, Runtime
+from segkd.models.spec import build_from_spec, model_from_loaded, model_spec
 
 
 def _raw_state(path: str) -> tuple[dict, str]:
@@ -60,7 +60,7 @@ def stage_terms(stage: StageCfg) -> list[Term]:
     """A stage's terms with unique names (loss name, then index), refused when the stage's data
     has no labels and a loss needs them. The Distiller resolves each by its loss's contract
     (``segkd/distill/losses/contract.py``) when it installs them."""
-    from ..distill.losses.contract import contract_of
+    from segkd.distill.losses.contract import contract_of
 
     terms, seen = [], set()
     for i, t in enumerate(stage.terms):
@@ -96,8 +96,8 @@ def build_teacher_cache(cfg: Config, fabric, distiller: Distiller, say, progress
     may have been replaced since), else (no file) the sha256 of its weights; and how the run
     computes the teacher (precision, memory format, device, torch version), so a changed
     teacher or setting never reads a stale cache."""
-    from ..distill.cache_store import CacheError
-    from ..distill.teacher_cache import TeacherCache, weights_sha256
+    from segkd.distill.cache_store import CacheError
+    from segkd.distill.teacher_cache import TeacherCache, weights_sha256
 
     t = cfg.teacher
     if t is None or t.cache is None or t.cache.mode == "off" or distiller.teacher is None:

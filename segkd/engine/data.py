@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
-from ..config import DataCfg
-from ..data import dataset_from_config, resolve_test_split, select_fraction, write_file_list
-from ..data.base import SegmentationDataset
-from ..data.transforms import ViewTags
+from segkd.config.schema import DataCfg
+from segkd.data import dataset_from_config, resolve_test_split, select_fraction, write_file_list
+from segkd.data.base import SegmentationDataset
+from segkd.data.transforms import ViewTags
 
 
 def pad_collate(batch: list[dict], ignore_index: int = 255) -> dict[str, Any]:
@@ -64,7 +64,7 @@ def check_data(cfg: DataCfg, splits: list[tuple[Optional[str], Any]], relax: str
     """The pre-flight data check (``data.check``) on a sample of each split (a split named
     twice, e.g. val used as test, is checked once; ``train``: the training split, whose classes
     must all appear in its sample)."""
-    from ..data.check import check_splits
+    from segkd.data.check import check_splits
 
     named: dict[str, Any] = {}
     for name, ds in splits:
@@ -105,7 +105,7 @@ def build_data(cfg: DataCfg, run_dir: Path | None = None, need_images: bool = Fa
 def _hold_out(cfg: DataCfg, train: SegmentationDataset):
     """(select, train): a seeded ``select_fraction`` of the training split, evaluated like val,
     and the rest, which trains."""
-    from ..errors import ConfigError
+    from segkd.core.errors import ConfigError
 
     n = len(train)
     held = select_fraction(n, cfg.select_fraction, cfg.select_seed)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from ..config import TrainerCfg
-from .runtime import Runtime, resolve_runtime
+from segkd.config.schema import TrainerCfg
+from segkd.engine.runtime import Runtime, resolve_runtime
 
 
 def apply_determinism(deterministic: bool) -> None:

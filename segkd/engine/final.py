@@ -11,14 +11,14 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from ..checkpoint import load_strict, read_checkpoint
-from ..config import Config
-from ..data import dataset_from_config
-from ..eval.inference import InferenceSpec
-from ..models.profile import count_params
-from .data import DataBundle, make_loader
-from .evaluate import evaluate, inference_forward
-from .state import Progress
+from segkd.config.schema import Config
+from segkd.core.checkpoint import load_strict, read_checkpoint
+from segkd.data import dataset_from_config
+from segkd.engine.data import DataBundle, make_loader
+from segkd.engine.state import Progress
+from segkd.eval.evaluate import evaluate, inference_forward
+from segkd.eval.inference import InferenceSpec
+from segkd.models.cost import count_params
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from ..checkpoint import nonfinite_keys
+from segkd.core.checkpoint import nonfinite_keys
 
 # BatchNorm's running statistics are an exponential average: every training forward moves them
 # `momentum` (torch's default 0.1) of the way toward the batch's statistics, so they describe

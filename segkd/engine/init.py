@@ -18,10 +18,10 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
-from ..checkpoint import load_strict
-from ..errors import ConfigError
-from ..models.narrow import block_spec, derive_state, describe_blocks
-from ..models.spec import model_from_checkpoint
+from segkd.core.checkpoint import load_strict
+from segkd.core.errors import ConfigError
+from segkd.models.narrow import block_spec, derive_state, describe_blocks
+from segkd.models.spec import model_from_checkpoint
 
 
 def shared_tensors(student: nn.Module, state: dict) -> tuple[dict, int, int]:

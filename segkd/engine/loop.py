@@ -9,24 +9,31 @@ from typing import Any, Optional
 
 import torch
 
-from ..checkpoint import load_checkpoint, load_strict, model_checkpoint, save_checkpoint
-from ..config import Config, StageCfg, dump_config
-from ..errors import CheckpointError, ConfigError, NonFiniteLoss, SegkdError
-from ..models.spec import apply_replacements, build_from_spec, model_spec
-from .build import build_distiller, build_teacher, build_teacher_cache, stage_terms
-from .init import initialise_student
-from .data import build_data, make_loader, resolve_workers
-from .evaluate import evaluate
-from .fabric import make_fabric
-from .health import (RunHealth, bn_steps_needed, collapse_warning, few_steps_warning, mode_check,
-                     nonfinite_message, nonfinite_state, training_batchnorms)
-from .logger import RunLogger
-from .optim import build_optimizer, build_scheduler, extend_optimizer
-from .plan import optimizer_chain, schedule_span, stage_trainable
-from .runtime import resolve_runtime
-from .state import Progress, StageRun, rng_state, seed_all, set_rng_state
-from .train import EpochSpec, train_epoch
-
+from segkd.config.schema import Config, StageCfg, dump_config
+from segkd.core.checkpoint import load_checkpoint, load_strict, model_checkpoint, save_checkpoint
+from segkd.core.errors import CheckpointError, ConfigError, NonFiniteLoss, SegkdError
+from segkd.engine.build import build_distiller, build_teacher, build_teacher_cache, stage_terms
+from segkd.engine.data import build_data, make_loader, resolve_workers
+from segkd.engine.fabric import make_fabric
+from segkd.engine.health import (
+    RunHealth,
+    bn_steps_needed,
+    collapse_warning,
+    few_steps_warning,
+    mode_check,
+    nonfinite_message,
+    nonfinite_state,
+    training_batchnorms,
+)
+from segkd.engine.init import initialise_student
+from segkd.engine.logger import RunLogger
+from segkd.engine.optim import build_optimizer, build_scheduler, extend_optimizer
+from segkd.engine.plan import optimizer_chain, schedule_span, stage_trainable
+from segkd.engine.runtime import resolve_runtime
+from segkd.engine.state import Progress, StageRun, rng_state, seed_all, set_rng_state
+from segkd.engine.train import EpochSpec, train_epoch
+from segkd.eval.evaluate import evaluate
+from segkd.models.spec import apply_replacements, build_from_spec, model_spec
 
 DATA_BOUND = 0.2  # share of an epoch spent waiting for data above which the run says so
 
@@ -403,7 +410,7 @@ class Engine:
 
     # ================================================================== final evaluation
     def _finish(self, wall: float) -> dict:
-        from .final import FinishedRun, final_summary
+        from segkd.engine.final import FinishedRun, final_summary
 
         d = self.distiller
         return final_summary(FinishedRun(

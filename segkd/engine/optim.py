@@ -6,10 +6,10 @@ from fnmatch import fnmatchcase
 import torch
 import torch.nn as nn
 
-from ..config import OptimCfg
-from ..errors import ConfigError
-from ..optimizers import optimizer_class
-from ..schedules import PolyWarmup, ScheduleCfg  # noqa: F401  (PolyWarmup: re-exported)
+from segkd.config.optimizers import optimizer_class
+from segkd.config.schedules import PolyWarmup, ScheduleCfg  # noqa: F401  (PolyWarmup: re-exported)
+from segkd.config.schema import OptimCfg
+from segkd.core.errors import ConfigError
 
 
 def param_groups(module: nn.Module, cfg: OptimCfg, exclude: set[int] | frozenset = frozenset(),
@@ -38,7 +38,7 @@ def param_groups(module: nn.Module, cfg: OptimCfg, exclude: set[int] | frozenset
 
 
 def build_optimizer(module: nn.Module, cfg: OptimCfg) -> torch.optim.Optimizer:
-    """The stage's optimizer (any registered or torch.optim one, segkd/optimizers.py) over the
+    """The stage's optimizer (any registered or torch.optim one, segkd/config/optimizers.py) over the
     trainable parameters of ``module``, split into the configured groups."""
     groups = param_groups(module, cfg)
     cls = optimizer_class(cfg.name)

@@ -10,9 +10,9 @@ from typing import Callable
 
 import torch.nn as nn
 
-from ..config import StageCfg
-from ..distill.freeze import set_trainable
-from ..errors import ConfigError
+from segkd.config.schema import StageCfg
+from segkd.core.errors import ConfigError
+from segkd.distill.freeze import set_trainable
 
 
 def replaced_paths(replacements: list[dict], upto: int | None = None,

@@ -13,8 +13,8 @@ from typing import Optional
 
 import torch
 
-from ..config import TrainerCfg
-from ..errors import ConfigError
+from segkd.config.schema import TrainerCfg
+from segkd.core.errors import ConfigError
 
 # Lightning's accelerator names -> the device type segkd runs on ("gpu" means CUDA here;
 # "auto": CUDA where available, else the CPU)

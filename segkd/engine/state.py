@@ -8,7 +8,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ..checkpoint import model_checkpoint  # noqa: F401  (the engine's name for it)
+from segkd.core.checkpoint import model_checkpoint  # noqa: F401  (the engine's name for it)
 
 
 @dataclass

@@ -7,8 +7,8 @@ from typing import Optional
 
 import torch
 
-from ..errors import NonFiniteLoss
-from .state import StageRun
+from segkd.core.errors import NonFiniteLoss
+from segkd.engine.state import StageRun
 
 
 @dataclass(frozen=True)

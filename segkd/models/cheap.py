@@ -11,7 +11,7 @@ same output shape for any input::
 Blocks live in ``CHEAP_BLOCKS``; a builder is ``builder(conv, **options) -> (CheapBlock, info)``.
 Replaced blocks are ``CheapBlock`` (an ``nn.Sequential``); the convs inside them are never matched
 again by ``resolve_paths``, so incremental replacement with globs is safe.
-FLOPs follow ``segkd.models.profile`` (FLOPs = 2 x MACs).
+FLOPs follow ``segkd.models.cost`` (FLOPs = 2 x MACs).
 """
 from __future__ import annotations
 
@@ -27,10 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segkd.errors import SegkdError
-from segkd.registry import Registry
-from segkd.models.profile import (count_flops, count_params, module_flops, module_input_shapes,
-                                  per_module_flops)
+from segkd.core.errors import SegkdError
+from segkd.core.registry import Registry
+from segkd.models.cost import count_flops, count_params, module_flops, module_input_shapes, per_module_flops
 
 CHEAP_BLOCKS = Registry("cheap block")
 

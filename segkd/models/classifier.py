@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..registry import MODELS
+from segkd.core.registry import MODELS
 
 
 class ClassifierAsSeg(nn.Module):
@@ -24,6 +24,6 @@ def classifier(encoder: str = "resnet18", num_classes: int = 1000, pretrained: b
     """Any timm classifier (``encoder`` is its timm name) with ``num_classes`` outputs."""
     import timm
 
-    from . import encoders  # noqa: F401  (kd_resnet* are timm names too)
+    from segkd.models import encoders  # noqa: F401  (kd_resnet* are timm names too)
 
     return ClassifierAsSeg(timm.create_model(encoder, pretrained=pretrained, num_classes=num_classes, **kwargs))

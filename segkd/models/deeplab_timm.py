@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..registry import MODELS
-from .teachers.deeplab_resnet import ASPP, Decoder
+from segkd.core.registry import MODELS
+from segkd.models.teachers.deeplab_resnet import ASPP, Decoder
 
 _RATES = {16: [1, 6, 12, 18], 8: [1, 12, 24, 36]}
 
@@ -25,7 +25,7 @@ class DeepLabV3PlusTimm(nn.Module):
         super().__init__()
         import timm
 
-        from . import encoders  # noqa: F401  (kd_resnet* names)
+        from segkd.models import encoders  # noqa: F401  (kd_resnet* names)
 
         self.backbone = timm.create_model(encoder, features_only=True, pretrained=pretrained,
                                           output_stride=output_stride, out_indices=(1, 4))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from timm.models import build_model_with_cfg, is_model, register_model
 from timm.models.resnet import BasicBlock, ResNet
 
-from ..registry import ENCODERS
+from segkd.core.registry import ENCODERS
 
 KD_RESNET_LAYERS: dict[str, list[int]] = {
     "kd_resnet10": [1, 1, 1, 1],

@@ -7,9 +7,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError
-from ..registry import ENCODERS, MODELS, suggest
-from . import encoders as _encoders  # noqa: F401  (registers kd_resnet*)
+from segkd.core.errors import ConfigError
+from segkd.core.registry import ENCODERS, MODELS, suggest
+from segkd.models import encoders as _encoders  # noqa: F401  (registers kd_resnet*)
 
 # smp's own table of decoders (name -> class), so every decoder the installed smp has is offered
 # (upernet, segformer, dpt in smp 0.5+); the small fallback is for smp versions without the table.

@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..errors import ConfigError
+from segkd.core.errors import ConfigError
 
 ENC = "encoder.model."
 UNET_DECODER = (256, 128, 64, 32, 16)  # smp Unet's default decoder_channels
@@ -89,7 +89,7 @@ def student_spec(teacher_spec: dict, layers: Optional[list[int]] = None, width: 
     if reason:
         raise ConfigError(f"cannot cut or narrow the teacher: {reason}")
     kw = dict(teacher_spec["kwargs"])
-    from .encoders import KD_RESNET_LAYERS
+    from segkd.models.encoders import KD_RESNET_LAYERS
 
     enc = kw["encoder"].removeprefix("tu-")
     base = teacher_layers or KD_RESNET_LAYERS.get(enc) or {"resnet18": [2] * 4, "resnet34": [3, 4, 6, 3]}[enc]

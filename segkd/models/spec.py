@@ -1,7 +1,7 @@
 """A model's spec and its rebuilding: the architecture a checkpoint stores, and the module made
 from it again (cheap-conv replacements applied in order, weights loaded strictly).
 
-A spec is ``{"arch": ..., "kwargs": {..., "num_classes": n}}`` (see :mod:`segkd.checkpoint` for
+A spec is ``{"arch": ..., "kwargs": {..., "num_classes": n}}`` (see :mod:`segkd.core.checkpoint` for
 the file around it). Every model rebuilt here returns the logits tensor ``[N, C, H, W]``.
 """
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any
 
 import torch.nn as nn
 
-from ..checkpoint import is_segkd, load_checkpoint, load_strict
-from ..config import ModelCfg
-from ..errors import CheckpointError, ConfigError
-from .factory import create_model
+from segkd.config.schema import ModelCfg
+from segkd.core.checkpoint import is_segkd, load_checkpoint, load_strict
+from segkd.core.errors import CheckpointError, ConfigError
+from segkd.models.factory import create_model
 
 
 def model_spec(cfg: ModelCfg, num_classes: int) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def model_spec(cfg: ModelCfg, num_classes: int) -> dict[str, Any]:
 def apply_replacements(model: nn.Module, replacements: list[dict]) -> list[dict]:
     """Apply cheap-conv replacements ``[{paths, block, options, target_*}]`` in order; a
     replacement with a target and no paths is planned by ``auto_plan``. Returns records."""
-    from .cheap import auto_plan, replace_convs, resolve_paths
+    from segkd.models.cheap import auto_plan, replace_convs, resolve_paths
 
     records = []
     for r in replacements:

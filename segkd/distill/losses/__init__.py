@@ -7,10 +7,10 @@ see :mod:`.contract`.
 """
 from __future__ import annotations
 
-from . import at, ce, cwd, dist, fsp, hint, kd, ofd, skd
-from ._common import LossInputError
-from .contract import Contract, Loss, contract_of
-from .ofd import ofd_margin
+from segkd.distill.losses import at, ce, cwd, dist, fsp, hint, kd, ofd, skd
+from segkd.distill.losses._common import LossInputError
+from segkd.distill.losses.contract import Contract, Loss, contract_of
+from segkd.distill.losses.ofd import ofd_margin
 
 __all__ = ["Contract", "Loss", "LossInputError", "at", "ce", "contract_of", "cwd", "dist", "fsp",
            "hint", "kd", "ofd", "ofd_margin", "skd"]

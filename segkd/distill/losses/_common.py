@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from segkd.errors import SegkdError
+from segkd.core.errors import SegkdError
 
 
 class LossInputError(SegkdError, ValueError):

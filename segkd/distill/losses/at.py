@@ -6,10 +6,9 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from segkd.registry import LOSSES
-
-from ._common import check_pair, fp32_forward, require_teacher, resize
-from .contract import Loss
+from segkd.core.registry import LOSSES
+from segkd.distill.losses._common import check_pair, fp32_forward, require_teacher, resize
+from segkd.distill.losses.contract import Loss
 
 
 def attention_map(feature: Tensor, p: float = 2.0) -> Tensor:

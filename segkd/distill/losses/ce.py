@@ -7,10 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from segkd.registry import LOSSES
-
-from ._common import LossInputError, check_4d, fp32_forward, resize
-from .contract import Loss
+from segkd.core.registry import LOSSES
+from segkd.distill.losses._common import LossInputError, check_4d, fp32_forward, resize
+from segkd.distill.losses.contract import Loss
 
 
 def check_labels(target: Tensor, num_classes: int, ignore_index: int) -> None:

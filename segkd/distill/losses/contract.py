@@ -15,7 +15,7 @@ A loss class says, with class attributes (a plain ``nn.Module`` without them get
   taken out of the term's ``options`` before the loss is built; ``bind`` reads them there.
 - ``bind(teacher, term)`` (optional method): teacher-side setup computed once per stage from
   the frozen teacher, e.g. OFD's margins from the teacher's BatchNorm (``term``: the resolved
-  :class:`segkd.config.Term`). The Distiller calls it for terms that read the teacher.
+  :class:`segkd.config.schema.Term`). The Distiller calls it for terms that read the teacher.
 
 :meth:`Contract.resolve` is the one place a contract shapes a term (the teacher a loss does not
 read is dropped, lists checked); the Distiller calls it when a stage starts. The Distiller and
@@ -28,9 +28,9 @@ from typing import Any, Callable, ClassVar, Mapping
 
 from torch import nn
 
-from segkd.config import LOGITS, Term
-from segkd.errors import ConfigError
-from segkd.registry import LOSSES
+from segkd.config.schema import LOGITS, Term
+from segkd.core.errors import ConfigError
+from segkd.core.registry import LOSSES
 
 INPUTS = ("any", "logits", "features")
 

@@ -7,10 +7,9 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from segkd.registry import LOSSES
-
-from ._common import check_pair, fp32_forward, match_larger, require_teacher
-from .contract import Loss
+from segkd.core.registry import LOSSES
+from segkd.distill.losses._common import check_pair, fp32_forward, match_larger, require_teacher
+from segkd.distill.losses.contract import Loss
 
 
 def pearson(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:

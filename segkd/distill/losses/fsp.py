@@ -22,12 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segkd.config import Term
-from segkd.errors import ConfigError
-from segkd.registry import LOSSES
-
-from ._common import LossInputError, check_4d, fp32_forward, require_teacher
-from .contract import Loss
+from segkd.config.schema import Term
+from segkd.core.errors import ConfigError
+from segkd.core.registry import LOSSES
+from segkd.distill.losses._common import LossInputError, check_4d, fp32_forward, require_teacher
+from segkd.distill.losses.contract import Loss
 
 REDUCTIONS = ("sum", "mean")
 MATCH_SIZES = ("pool", "none")

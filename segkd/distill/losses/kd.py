@@ -6,11 +6,17 @@ from typing import Any, Literal
 import torch.nn.functional as F
 from torch import Tensor
 
-from segkd.registry import LOSSES
-
-from ._common import LossInputError, check_pair, fp32_forward, masked_mean, match_larger
-from ._common import require_teacher, valid_mask
-from .contract import Loss
+from segkd.core.registry import LOSSES
+from segkd.distill.losses._common import (
+    LossInputError,
+    check_pair,
+    fp32_forward,
+    masked_mean,
+    match_larger,
+    require_teacher,
+    valid_mask,
+)
+from segkd.distill.losses.contract import Loss
 
 
 def pixel_kl(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:

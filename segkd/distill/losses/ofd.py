@@ -11,13 +11,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from segkd.config import Term
-from segkd.errors import ConfigError
-from segkd.registry import LOSSES
-
+from segkd.config.schema import Term
+from segkd.core.errors import ConfigError
+from segkd.core.registry import LOSSES
+from segkd.distill.losses._common import LossInputError, check_pair, fp32_forward, require_teacher, resize
+from segkd.distill.losses.contract import Loss
 from segkd.distill.recorder import get_module
-from ._common import LossInputError, check_pair, fp32_forward, require_teacher, resize
-from .contract import Loss
 
 
 @torch.no_grad()

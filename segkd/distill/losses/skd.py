@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from segkd.registry import LOSSES
-
-from ._common import LossInputError, check_pair, fp32_forward, require_teacher, resize
-from .contract import Loss
+from segkd.core.registry import LOSSES
+from segkd.distill.losses._common import LossInputError, check_pair, fp32_forward, require_teacher, resize
+from segkd.distill.losses.contract import Loss
 
 VARIANTS = ("skd", "cirkd")
 

@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...errors import ConfigError
-from ...registry import MODELS
+from segkd.core.errors import ConfigError
+from segkd.core.registry import MODELS
 
 RESNET_LAYERS: dict[str, list[int]] = {"resnet50": [3, 4, 6, 3], "resnet101": [3, 4, 23, 3]}
 # output_stride -> (strides of layer1..4, dilation of layer1..4, ASPP rates)

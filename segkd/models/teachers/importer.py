@@ -21,12 +21,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ...checkpoint import load_strict, model_checkpoint, save_checkpoint
-from ...constants import IMAGENET_MEAN, IMAGENET_STD
-from ...errors import CheckpointError
-from ...registry import MODELS
-from . import deeplab_resnet as _deeplab  # noqa: F401  (registers MODELS)
-from . import wider_resnet as _wider  # noqa: F401
+from segkd.core.checkpoint import load_strict, model_checkpoint, save_checkpoint
+from segkd.core.constants import IMAGENET_MEAN, IMAGENET_STD
+from segkd.core.errors import CheckpointError
+from segkd.core.registry import MODELS
+from segkd.models.teachers import deeplab_resnet as _deeplab  # noqa: F401  (registers MODELS)
+from segkd.models.teachers import wider_resnet as _wider  # noqa: F401
 
 VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
                "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",

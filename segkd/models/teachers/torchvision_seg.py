@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 from torchvision.models import segmentation as tvseg
 
-from ...errors import ConfigError
-from ...registry import MODELS
+from segkd.core.errors import ConfigError
+from segkd.core.registry import MODELS
 
 
 class _OutOnly:

@@ -28,8 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...errors import ConfigError
-from ...registry import MODELS
+from segkd.core.errors import ConfigError
+from segkd.core.registry import MODELS
 
 # WiderResNet38: blocks per module mod2..mod7 and the channels of each block's convs.
 WRN38_STRUCTURE = (3, 3, 6, 3, 1, 1)
