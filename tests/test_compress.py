@@ -147,3 +147,16 @@ def test_compress_end_to_end_resumes_after_kill(segkd, teacher_ckpt, data_yaml, 
     assert cfg["model"]["init_from"] == "teacher" and cfg["teacher"]["cache"]
     assert [t["loss"] for t in cfg["stages"][0]["terms"]] == ["ce", "dist"]
     assert cfg["stages"][0]["select"]["metric"] == "select/mIoU" and cfg["data"]["select_fraction"] == 0.1
+
+
+@pytest.mark.parametrize("with_test", [False, True], ids=["train+val", "train+val+test"])
+def test_recipe_evaluates_test_only_where_the_data_has_it(tmp_path, with_test):
+    """``test_split: auto`` (configs/camvid/_base.yaml) on a CamVid copy with train + val only:
+    the student's recipe evaluates val alone (it asked for 'test' and failed after training)."""
+    from test_data_usability import camvid_tree
+
+    from segkd.apps.compress.recipe import _has
+
+    root = camvid_tree(tmp_path / "camvid", ("train", "val") + (("test",) if with_test else ()))
+    data = {"name": "camvid", "root": str(root), "test_split": "auto"}
+    assert [s for s in ("val", "test") if _has(data, s)] == (["val", "test"] if with_test else ["val"])

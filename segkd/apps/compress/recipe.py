@@ -132,7 +132,14 @@ def baseline_config(c: Candidate, student: dict, name: str) -> dict[str, Any]:
 
 
 def _has(data: dict, split: str) -> bool:
-    return bool(data.get(f"{split}_split", "val" if split == "val" else None))
+    """Whether the data section has ``split`` to evaluate (``test_split: auto`` resolved: a
+    CamVid copy with train + val only has no test split)."""
+    if split == "test":
+        from segkd.config.schema import DataCfg
+        from segkd.data import resolve_test_split
+
+        return resolve_test_split(DataCfg(**data)) is not None
+    return bool(data.get(f"{split}_split", "val"))
 
 
 def flip_only(data: dict) -> bool:
