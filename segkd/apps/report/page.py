@@ -8,7 +8,6 @@ The page is a Jinja2 template (segkd/apps/report/templates/report.html.j2) fille
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from segkd.apps.report.figures import (
 )
 from segkd.apps.report.roles import BASELINE, STUDENT, TEACHER
 from segkd.apps.report.runs import selection_label
+from segkd.apps.report.stats import cell
 
 SPLITS = ("train", "val", "test")
 METRIC_NAMES = {"mIoU": "mIoU", "per_image_iou": "per-image IoU (kdsemseg)", "pixel_acc": "pixel acc",
@@ -41,14 +41,8 @@ def rel(path: str | Path) -> str:
         return str(path)
 
 
-def cell(value: Optional[tuple[float, float]], n: int, digits: int = 4) -> str:
-    """'mean ± std' over seeds; one seed: 'mean (n=1)', never '± 0'; none: an em dash."""
-    if not value:
-        return "—"
-    mean, std = value
-    if n < 2 or std is None or math.isnan(std):
-        return f"{mean:.{digits}f} (n={n})"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+def _seeds(value: Optional[tuple[float, float]], n: int) -> str:
+    return cell(value, n, one_seed=f" (n={n})")
 
 
 def _cmp_cells(row: dict) -> dict[str, str]:
@@ -70,7 +64,7 @@ def summary_rows(analysis: Analysis) -> tuple[list[str], list[dict]]:
             "id": r["id"], "role": r["role"], "model": r["model"], "method": r["method"],
             "fraction": f"{r['fraction']:g}", "n": r["n"],
             "seeds": ", ".join(map(str, r.get("seeds") or [])) or "—",
-            "splits": [cell(r.get(s), r.get(f"{s}_n", r["n"])) for s in splits],
+            "splits": [_seeds(r.get(s), r.get(f"{s}_n", r["n"])) for s in splits],
             **_cmp_cells(r),
             "params": f"{r['params'] / 1e6:.2f}" if r.get("params") else "—",
             "gflops": f"{r['gflops']:.2f}" if r.get("gflops") is not None else "—",

@@ -25,6 +25,19 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
          2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
+DASH = "—"
+
+
+def cell(value: Optional[tuple[float, float]], n: int, digits: int = 4, one_seed: str = "") -> str:
+    """'mean ± std' over seeds; from one seed the value alone followed by ``one_seed`` (e.g.
+    " (n=1)" where no Seeds column says so), never '± 0'; no value: an em dash."""
+    if not value:
+        return DASH
+    mean, std = value
+    if n < 2 or std is None or math.isnan(std):
+        return f"{mean:.{digits}f}{one_seed}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
 
 def t975(df: float) -> float:
     """Student-t 0.975 quantile at ``floor(df)`` degrees of freedom (conservative)."""

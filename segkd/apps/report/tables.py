@@ -26,9 +26,9 @@ from rich.table import Table
 
 from segkd.apps.report.analysis import class_means as _class_means
 from segkd.apps.report.runs import group_runs, load_runs, selection_label
+from segkd.apps.report.stats import DASH, cell
 
 SPLITS = ("train", "val", "test")
-DASH = "—"
 
 
 # ------------------------------------------------------------------------- single-run tables
@@ -111,12 +111,7 @@ def aggregate(runs: list[dict], metric: str = "mIoU", per_image: bool = False,
     return sorted(rows, key=lambda r: (r["method"], -r["fraction"], r["params"] or 0, r["model"]))
 
 
-def _pm(cell: Optional[tuple[float, float]], n: int = 2) -> str:
-    """'mean ± std'; from one seed the value alone (the Seeds column says n=1), never '± 0'."""
-    if cell is None:
-        return DASH
-    mean, std = cell
-    return f"{mean:.4f}" if n < 2 or math.isnan(std) else f"{mean:.4f} ± {_fmt(std)}"
+
 
 
 def describe(rows: list[dict]) -> str:
@@ -147,7 +142,7 @@ def _head(rows: list[dict]) -> list[str]:
 
 def _cells(row: dict) -> list[str]:
     params = f"{row['params'] / 1e6:.2f}" if row["params"] else DASH
-    return [row["model"], params, str(row["n"])] + [_pm(row[s], row.get(f"{s}_n", row["n"]))
+    return [row["model"], params, str(row["n"])] + [cell(row[s], row.get(f"{s}_n", row["n"]))
                                                    for s in SPLITS]
 
 

@@ -3,28 +3,19 @@ spaces, the model and method names in a legend under the table keyed by a short 
 B baseline, S1.. students), latency included when it was measured."""
 from __future__ import annotations
 
-import math
-from typing import Any, Optional
+from typing import Any
 
 from rich import box
 from rich.table import Table
 from rich.text import Text
 
 from segkd.apps.report.analysis import Analysis
+from segkd.apps.report.stats import cell
 
 SPLITS = ("train", "val", "test")
 VERDICT = {"better": "▲", "worse": "▼", "no difference": "≈", "no interval (n=1)": "?"}
 METRIC = {"mIoU": "mIoU", "per_image_iou": "per-image IoU (kdsemseg)", "pixel_acc": "pixel acc",
           "mean_acc": "mean acc"}
-
-
-def _cell(value: Optional[tuple[float, float]], n: int) -> str:
-    if not value:
-        return "—"
-    mean, std = value
-    if n < 2 or std is None or math.isnan(std):
-        return f"{mean:.3f}"
-    return f"{mean:.3f} ±{std:.3f}"
 
 
 def _delta(row: dict) -> str:
@@ -66,7 +57,7 @@ def terminal_table(analysis: Analysis) -> Table:
         table.add_column("ms", justify="right", no_wrap=True)
     for r in analysis.rows:
         cells: list[Any] = [r["id"], r["method"], str(r["n"])]
-        cells += [_cell(r.get(s), r.get(f"{s}_n", r["n"])) for s in splits]
+        cells += [cell(r.get(s), r.get(f"{s}_n", r["n"]), 3) for s in splits]
         if with_cmp:
             cells += [_delta(r), _share(r)]
         cells.append(f"{r['params'] / 1e6:.2f}" if r.get("params") else "—")
