@@ -184,7 +184,7 @@ def test_distilling_method_without_teacher_is_an_error(setup):
 
 def test_real_tiny_study(tmp_path, monkeypatch):
     """Teacher trained once on the synthetic set, one KD arm distilled from it, then the report."""
-    monkeypatch.setattr(study_mod, "run_training", __import__("segkd.apps.runs").runs.run_training)
+    monkeypatch.setattr(study_mod, "run_training", __import__("segkd.apps.runs").apps.runs.run_training)
     (tmp_path / "teacher.yaml").write_text(yaml.safe_dump({**TINY, "name": "teacher"}))
     kd = {**TINY, "teacher": {}, "stages": [{"epochs": 1, "terms": [{"loss": "ce", "teacher": None},
                                                                     {"loss": "kd"}]}]}
