@@ -178,11 +178,16 @@ def stopped_run(tmp_path_factory) -> Path:
     return run
 
 
-def test_a_bit_flip_in_last_pt_without_its_sidecar_refuses_resume(tmp_path, stopped_run, segkd):
+def _without_sidecar(stopped_run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the stopped run whose last.pt has lost its sha256 sidecar: (run, last.pt)."""
     run = tmp_path / "run"
     shutil.copytree(stopped_run, run)
-    last = run / "last.pt"
-    last.with_name("last.pt.sha256").unlink()
+    (run / "last.pt.sha256").unlink()
+    return run, run / "last.pt"
+
+
+def test_a_bit_flip_in_last_pt_without_its_sidecar_refuses_resume(tmp_path, stopped_run, segkd):
+    run, last = _without_sidecar(stopped_run, tmp_path)
     record = _flip_in_tensor_record(last)
     with pytest.raises(CheckpointError, match=f"is corrupt \\(its record '{record}' fails its "
                                               "CRC-32 check; there is no last.pt.sha256\\)"):
@@ -195,10 +200,7 @@ def test_a_bit_flip_in_last_pt_without_its_sidecar_refuses_resume(tmp_path, stop
 
 
 def test_an_intact_last_pt_without_its_sidecar_loads_and_resumes(tmp_path, stopped_run, segkd):
-    run = tmp_path / "run"
-    shutil.copytree(stopped_run, run)
-    last = run / "last.pt"
-    last.with_name("last.pt.sha256").unlink()
+    run, last = _without_sidecar(stopped_run, tmp_path)
     read = read_checkpoint(last)
     assert read.verified == "crc32" and read.obj["progress"]["epoch"] == 1
     proc = segkd("train", str(run / "config.yaml"), "--resume", str(run))
