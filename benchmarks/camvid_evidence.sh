@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tables of the CamVid evidence studies (configs/studies/camvid_{methods,search,kdsemseg_small,pnp}.yaml)
+# Tables of the CamVid evidence studies (configs/studies/camvid_*.yaml)
 # from the per-run results committed under docs/results/: mean ± std over seeds (results.md),
 # each method against its baseline with a Welch 95% interval and the share of the teacher-baseline
 # gap it closes (comparison.md), per-class IoU (per_class.md) and parameters vs mIoU (plots).
@@ -28,5 +28,14 @@ if ls docs/results/camvid_kdsemseg_followup/*/*/*/*/summary.json >/dev/null 2>&1
     $K/stagewise/kd_resnet18/f1.0 --out docs/results/camvid_kdsemseg_followup --baseline scratch \
     --teacher-score $TEACHER
 fi
+# honest selection (epoch chosen on a held-out 10% of train, val reported): sample std over seeds
+honest() {  # DIR BASELINE
+  [ -d "docs/results/$1" ] && ls docs/results/$1/*/*/*/*/summary.json >/dev/null 2>&1 || return 0
+  $SEGKD report "docs/results/$1" --out "docs/results/$1" --baseline "$2" --teacher-score $TEACHER --sample-std
+}
+honest camvid_select ce
+honest camvid_xfamily_mbv2 ce
+honest camvid_xfamily_r10 ce
+honest camvid_xfamily_mbv2_3x ce
 # every full-data arm of every study in one picture: docs/results/size_vs_miou.png
 ${PYTHON:-python} benchmarks/evidence_plot.py
