@@ -46,10 +46,10 @@ def table(root: Path) -> str:
              "`bash benchmarks/compress_camvid.sh TARGET SEED`; val mIoU of the epoch chosen on a "
              "held-out 10% of train (select/mIoU), never on val; mean ± sample std over seeds; "
              "kept = student / teacher val mIoU; wall = the student run's wall time on one thread.",
-             "", "| target | chosen | params (M) | of teacher | seeds | student val mIoU | kept | "
-             "baseline (CE, random init) | wall (min) |", "|---|---|---|---|---|---|---|---|---|"]
+             "", "| target | chosen | params (M) | of teacher | steps | seeds | student val mIoU | kept | "
+             "baseline (CE, random init) | wall (min) |", "|---|---|---|---|---|---|---|---|---|---|"]
     note = None
-    for group in sorted(p for p in root.iterdir() if p.is_dir()):
+    for group in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name)):
         seeds = [s for s in sorted(group.glob("s*"))
                  if (s / "compress.json").is_file() and (s / "student" / "summary.json").is_file()]
         states = [json.loads((s / "compress.json").read_text()) for s in seeds]
@@ -62,8 +62,9 @@ def table(root: Path) -> str:
         walls = [json.loads((s / "student" / "summary.json").read_text())["wall_time_s"] for s in seeds]
         t_val = teacher["splits"]["val"]["mIoU"]
         p = res(states[0], "student")["params"]
-        lines.append(f"| {group.name[1:]}% | {states[0]['candidate']} | {p / 1e6:.2f} | "
-                     f"{100 * p / teacher['params']:.0f}% | {len(states)} | {_mean_sd(student)} | "
+        lines.append(f"| {group.name[1:].split('_')[0]}% | {states[0]['candidate']} | {p / 1e6:.2f} | "
+                     f"{100 * p / teacher['params']:.0f}% | {states[0]['steps']} | {len(states)} | "
+                     f"{_mean_sd(student)} | "
                      f"{100 * statistics.mean(student) / t_val:.0f}% | {_mean_sd(base)} | "
                      f"{statistics.mean(walls) / 60:.0f} |")
         note = f"Teacher val mIoU (scored by compress on the same val): {t_val:.4f}."
