@@ -60,10 +60,13 @@ def test_old_config_dumps_still_load(tiny):
     cfg = _cfg(tiny, schedule=OLD_SCHEDULE, optimizer=OLD_OPTIMIZER)
     sched, opt = cfg.stages[0].schedule, cfg.stages[0].optimizer
     assert isinstance(sched, OneCycleSchedule) and sched.max_lr == 0.01 and sched.cycle_momentum
-    assert opt.momentum is None and opt.nesterov is None and tuple(opt.betas) == (0.9, 0.999)
-    # an old SGD dump keeps momentum and nesterov, drops the betas SGD never took
+    # Adam's betas (0.9, 0.999) are its default: the same config as leaving them unset
+    assert opt.momentum is None and opt.nesterov is None and opt.betas is None
+    # an old SGD dump drops the betas SGD never took; momentum 0.9 and nesterov false are the
+    # defaults SGD gets anyway
     sgd = _cfg(tiny, optimizer={**OLD_OPTIMIZER, "name": "sgd"}).stages[0].optimizer
-    assert (sgd.momentum, sgd.nesterov, sgd.betas) == (0.9, False, None)
+    assert (sgd.momentum, sgd.nesterov, sgd.betas) == (None, None, None)
+    assert build_optimizer(_params(), sgd).defaults["momentum"] == 0.9
 
 
 def test_an_option_the_optimizer_does_not_take_is_an_error(tiny):
@@ -128,3 +131,14 @@ def test_a_new_schedule_is_one_class_and_one_registration(tiny, tmp_path):
             config_from_dict(tiny(stages=[_stage(schedule={"name": "exp_test", "power": 1})]))
     finally:
         SCHEDULES.unregister("exp_test")
+
+
+def test_options_spelt_out_at_their_default_are_the_same_config():
+    """A dump that writes an optimizer's default (Adam's betas, segkd's SGD momentum 0.9) is the
+    config that leaves it unset; any other value is kept."""
+    assert OptimCfg(name="adam", betas=[0.9, 0.999]) == OptimCfg(name="adam")
+    assert OptimCfg(name="adam", betas=[0.5, 0.999]).betas == (0.5, 0.999)
+    assert OptimCfg(name="sgd", momentum=0.9, nesterov=False) == OptimCfg(name="sgd")
+    assert OptimCfg(name="sgd", momentum=0.0).momentum == 0.0  # torch's default, not segkd's
+    opt = build_optimizer(_params(), OptimCfg(name="sgd", lr=0.1, momentum=0.0))
+    assert opt.defaults["momentum"] == 0.0

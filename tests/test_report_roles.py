@@ -166,3 +166,21 @@ def test_segkd_report_compares_without_being_told_who_is_who(segkd, runs, tmp_pa
     assert "unet-kd_resnet14" not in comparison  # the teacher is not compared as a baseline
     proc = segkd("report", str(runs["teacher"]), "--out", str(tmp_path / "o2"), "--screenshot")
     assert proc.returncode == 2 and "--screenshot needs --html" in proc.stderr
+
+
+def test_configs_saved_by_an_older_segkd_read_as_today(tmp_path):
+    """config.yaml is read through the current schema: a dump that spelt Adam's default betas out
+    is the same config as one that leaves them unset, so their runs are one group, not two."""
+    import yaml
+
+    from segkd.apps.report.runs import _read_config
+    from segkd.config.schema import Config
+
+    today = Config().model_dump(mode="json")
+    older = yaml.safe_load(yaml.safe_dump(today))
+    older["stages"][0]["optimizer"].update(momentum=None, nesterov=None, betas=[0.9, 0.999])
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(today))
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(older))
+    assert _read_config(tmp_path / "a.yaml") == _read_config(tmp_path / "b.yaml")
+    (tmp_path / "c.yaml").write_text("stages: [{epochs: -3}]\n")  # refused by the schema: kept as written
+    assert _read_config(tmp_path / "c.yaml") == {"stages": [{"epochs": -3}]}

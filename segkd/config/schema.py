@@ -246,18 +246,46 @@ class OptimCfg(_Strict):
     @classmethod
     def _legacy_dump(cls, v: Any) -> Any:
         """Configs saved when every optimizer carried momentum 0.9, nesterov false and betas
-        (0.9, 0.999), whether it used them or not: keep only those its optimizer takes."""
+        (0.9, 0.999), whether it used them or not: keep only those its optimizer takes; then
+        ``_defaults_unset``."""
         if not isinstance(v, dict) or not {"momentum", "nesterov", "betas"} <= set(v):
-            return v
+            return cls._defaults_unset(v)
         if v["momentum"] != 0.9 or v["nesterov"] is not False or list(v["betas"] or []) != [0.9, 0.999]:
-            return v
+            return cls._defaults_unset(v)
         from segkd.config.optimizers import constructor_options, optimizer_class
 
         try:
             takes = constructor_options(optimizer_class(str(v.get("name", "adam"))))
         except ValueError:
             return v
-        return {k: x for k, x in v.items() if k not in ("momentum", "nesterov", "betas") or k in takes}
+        return cls._defaults_unset(
+            {k: x for k, x in v.items() if k not in ("momentum", "nesterov", "betas") or k in takes})
+
+    @staticmethod
+    def _defaults_unset(v: Any) -> Any:
+        """momentum / nesterov / betas written at the value the optimizer gets without them
+        (segkd's default for it, else torch's) mean "unset": one config whether a dump spelt the
+        default out or not (runs group together in reports)."""
+        if not isinstance(v, dict):
+            return v
+        import inspect
+
+        from segkd.config.optimizers import DEFAULTS, optimizer_class
+
+        name = str(v.get("name", "adam"))
+        try:
+            params = inspect.signature(optimizer_class(name).__init__).parameters
+        except ValueError:
+            return v
+        out = dict(v)
+        for key in ("momentum", "nesterov", "betas"):
+            default = DEFAULTS.get(name, {}).get(
+                key, getattr(params.get(key), "default", inspect.Parameter.empty))
+            value = out.get(key)
+            if value is not None and default is not inspect.Parameter.empty and (
+                    list(value) == list(default) if isinstance(value, (list, tuple)) else value == default):
+                out[key] = None
+        return out
 
     @model_validator(mode="after")
     def _options_apply(self) -> "OptimCfg":

@@ -12,7 +12,8 @@ from typing import Any, Iterable, Optional
 import yaml
 
 from segkd.apps.runs import RESUME_MAY_CHANGE, flatten
-from segkd.core.errors import SegkdError
+from segkd.config.schema import config_from_dict
+from segkd.core.errors import ConfigError, SegkdError
 
 _SEED_SUFFIX = re.compile(r"[-_.](s|seed)\d+$")
 
@@ -29,12 +30,19 @@ def _read_json(path: Path) -> dict:
 
 
 def _read_config(path: Path) -> Optional[dict]:
+    """config.yaml as the current schema reads it, so that runs saved by an older segkd (e.g.
+    optimiser keys written out at their defaults) group with the same config saved today; a
+    config the schema refuses is kept as written."""
     if not path.is_file():
         return None
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError:
         return None  # a config we cannot read only costs us nothing: grouping uses summary.json
+    try:
+        return config_from_dict(raw, str(path)).model_dump(mode="json")
+    except ConfigError:
+        return raw
 
 
 def load_runs(paths: Iterable[str | Path]) -> list[dict]:
