@@ -1,4 +1,4 @@
-"""``segkd demo``: the front door on the built-in synthetic data, in minutes on 2 CPU cores.
+"""``segkd demo``: the front door on the built-in synthetic data (about 14 minutes on 2 CPU cores).
 
 1. train a teacher (UNet / kd_resnet18) on a synthetic street-like scene set;
 2. ``segkd compress`` it to half its parameters with a CE-only baseline of the same student:
