@@ -37,7 +37,8 @@ from rich.table import Table
 
 from segkd.apps.runs import run_training
 from segkd.config.loading import load_yaml
-from segkd.config.schema import _Strict, load_config
+from segkd.config.schema import load_config
+from segkd.config.strict import StrictModel
 from segkd.core.checkpoint import resolve_checkpoint
 from segkd.core.errors import ConfigError, SegkdError
 from segkd.core.registry import suggest
@@ -47,7 +48,7 @@ TEACHER_DIR = "teacher"
 
 
 # ------------------------------------------------------------------------------------ schema
-class TeacherSpec(_Strict):
+class TeacherSpec(StrictModel):
     config: Optional[str] = None  # a config to train the teacher from (once)
     run_dir: Optional[str] = None  # where it is / will be trained (default <out_dir>/teacher)
     checkpoint: Optional[str] = None  # an existing segkd checkpoint: nothing is trained
@@ -63,7 +64,7 @@ class TeacherSpec(_Strict):
         return self
 
 
-class StudySpec(_Strict):
+class StudySpec(StrictModel):
     name: str
     out_dir: str
     teacher: Optional[TeacherSpec] = None

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any
+from typing import Any, Optional
 
+from pydantic import model_validator
+
+from segkd.config.strict import StrictModel
 from segkd.core.registry import Registry, suggest
 
 OPTIMIZERS = Registry("optimizer")
@@ -72,3 +75,74 @@ def optimizer_kwargs(cfg) -> dict[str, Any]:
             out[key] = value
     out.update(cfg.options)
     return out
+
+
+class ParamGroupCfg(StrictModel):
+    params: list[str]  # globs over parameter names of the student (and connectors.*)
+    lr_mult: float = 1.0
+    weight_decay: Optional[float] = None
+
+
+class OptimCfg(StrictModel):
+    # a registered name (sgd, adam, adamw, radam: `segkd list optimizers`) or any torch.optim
+    # class by its name (NAdam, Adagrad, RMSprop, ...)
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: Optional[float] = None  # SGD (default 0.9), RMSprop, ...
+    nesterov: Optional[bool] = None  # SGD
+    betas: Optional[tuple[float, float]] = None  # Adam family (default torch's (0.9, 0.999))
+    options: dict[str, Any] = {}  # any other keyword option of the optimizer (eps, amsgrad, ...)
+    param_groups: list[ParamGroupCfg] = []
+    # keep the previous stage's optimizer (its groups, learning rates and state) and add the
+    # parameters that newly train as new groups at this stage's lr: Plug and Play's incremental
+    # plan (the original adds each replaced conv with add_param_group); false: a fresh optimizer
+    continue_previous: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_dump(cls, v: Any) -> Any:
+        """Configs saved when every optimizer carried momentum 0.9, nesterov false and betas
+        (0.9, 0.999), whether it used them or not: keep only those its optimizer takes; then
+        ``_defaults_unset``."""
+        if not isinstance(v, dict) or not {"momentum", "nesterov", "betas"} <= set(v):
+            return cls._defaults_unset(v)
+        if v["momentum"] != 0.9 or v["nesterov"] is not False or list(v["betas"] or []) != [0.9, 0.999]:
+            return cls._defaults_unset(v)
+        try:
+            takes = constructor_options(optimizer_class(str(v.get("name", "adam"))))
+        except ValueError:
+            return v
+        return cls._defaults_unset(
+            {k: x for k, x in v.items() if k not in ("momentum", "nesterov", "betas") or k in takes})
+
+    @staticmethod
+    def _defaults_unset(v: Any) -> Any:
+        """momentum / nesterov / betas written at the value the optimizer gets without them
+        (segkd's default for it, else torch's) mean "unset": one config whether a dump spelt the
+        default out or not (runs group together in reports)."""
+        if not isinstance(v, dict):
+            return v
+        name = str(v.get("name", "adam"))
+        try:
+            params = inspect.signature(optimizer_class(name).__init__).parameters
+        except ValueError:
+            return v
+        out = dict(v)
+        for key in ("momentum", "nesterov", "betas"):
+            default = DEFAULTS.get(name, {}).get(
+                key, getattr(params.get(key), "default", inspect.Parameter.empty))
+            value = out.get(key)
+            if value is not None and default is not inspect.Parameter.empty and (
+                    list(value) == list(default) if isinstance(value, (list, tuple)) else value == default):
+                out[key] = None
+        return out
+
+    @model_validator(mode="after")
+    def _options_apply(self) -> "OptimCfg":
+        check_options(self.name, self.kwargs())
+        return self
+
+    def kwargs(self) -> dict[str, Any]:
+        """The optimizer's keyword options (lr and the parameter groups apart)."""
+        return optimizer_kwargs(self)

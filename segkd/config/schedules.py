@@ -2,16 +2,8 @@
 
 A schedule is one class: its keys (a strict pydantic model, so a key that does not apply to it
 is an error), when it steps (``when``: every optimizer step, every epoch, or on the epoch's
-training loss) and ``build(opt, total, base_lr, offset)``. Adding one is this file's pattern::
-
-    @SCHEDULES.register("exp")
-    class ExpSchedule(ScheduleCfg):
-        name: Literal["exp"] = "exp"
-        gamma: float = 0.99
-        when: ClassVar[str] = "iter"
-
-        def build(self, opt, total, base_lr, offset=0):
-            return torch.optim.lr_scheduler.ExponentialLR(opt, self.gamma)
+training loss) and ``build(opt, total, base_lr, offset)``: a subclass of ``ScheduleCfg`` with
+``@SCHEDULES.register(name)`` (docs/architecture.md, "Adding a schedule").
 
 ``stages[i].schedule`` in a config is validated by the class its ``name`` names
 (:func:`schedule_from_dict`).

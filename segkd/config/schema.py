@@ -10,27 +10,16 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SerializeAsAny,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from segkd.config.loading import apply_overrides, deep_merge, read_yaml  # noqa: F401  (the loading API)
+from segkd.config.optimizers import OptimCfg, ParamGroupCfg  # noqa: F401  (sections of a stage)
 from segkd.config.schedules import NoSchedule, ScheduleCfg, schedule_from_dict
+from segkd.config.strict import StrictModel, format_validation_error
 from segkd.core.errors import ConfigError
-from segkd.core.registry import suggest
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class DataCfg(_Strict):
+class DataCfg(StrictModel):
     name: str = "synthetic"
     root: Optional[str] = None
     train_split: str = "train"
@@ -81,7 +70,7 @@ class DataCfg(_Strict):
         return v
 
 
-class InitMapCfg(_Strict):
+class InitMapCfg(StrictModel):
     """``model.init_match`` as a mapping: the student is the source model cut to fewer blocks
     per stage and/or narrowed to fewer channels (segkd.models.narrow; ``segkd compress`` writes
     it). ``blocks``: per stage path, the source block each student block starts from;
@@ -91,7 +80,7 @@ class InitMapCfg(_Strict):
     channels: Literal["bn", "norm"] = "bn"
 
 
-class ModelCfg(_Strict):
+class ModelCfg(StrictModel):
     arch: str = "unet"
     encoder: Optional[str] = None
     pretrained: bool = False
@@ -115,7 +104,7 @@ class ModelCfg(_Strict):
         return v
 
 
-class TeacherCacheCfg(_Strict):
+class TeacherCacheCfg(StrictModel):
     """The frozen teacher's outputs computed once per (image, view) and reused.
 
     exact: only a random horizontal flip may be random (both views cached); same losses and
@@ -140,7 +129,7 @@ class TeacherCacheCfg(_Strict):
         return "off" if v is False else v
 
 
-class TeacherCfg(_Strict):
+class TeacherCfg(StrictModel):
     checkpoint: Optional[str] = None  # segkd checkpoint (a run's best.pt or import-teacher output)
     model: Optional[ModelCfg] = None  # ...or an architecture plus a weights file
     weights: Optional[str] = None
@@ -175,7 +164,7 @@ class TeacherCfg(_Strict):
 LOGITS = "logits"  # a term position that is the model's output, not a module path
 
 
-class Term(_Strict):
+class Term(StrictModel):
     """One weighted loss term: which tensors feed which loss. The one type from the config to
     the loss: a stage's ``terms`` entry, what the Distiller installs (after the loss's contract
     resolves it, ``losses/contract.py``) and what a loss's ``bind`` is handed.
@@ -220,87 +209,6 @@ class Term(_Strict):
 TermCfg = Term  # the name it had as a config section
 
 
-class ParamGroupCfg(_Strict):
-    params: list[str]  # globs over parameter names of the student (and connectors.*)
-    lr_mult: float = 1.0
-    weight_decay: Optional[float] = None
-
-
-class OptimCfg(_Strict):
-    # a registered name (sgd, adam, adamw, radam: `segkd list optimizers`) or any torch.optim
-    # class by its name (NAdam, Adagrad, RMSprop, ...)
-    name: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: Optional[float] = None  # SGD (default 0.9), RMSprop, ...
-    nesterov: Optional[bool] = None  # SGD
-    betas: Optional[tuple[float, float]] = None  # Adam family (default torch's (0.9, 0.999))
-    options: dict[str, Any] = {}  # any other keyword option of the optimizer (eps, amsgrad, ...)
-    param_groups: list[ParamGroupCfg] = []
-    # keep the previous stage's optimizer (its groups, learning rates and state) and add the
-    # parameters that newly train as new groups at this stage's lr: Plug and Play's incremental
-    # plan (the original adds each replaced conv with add_param_group); false: a fresh optimizer
-    continue_previous: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _legacy_dump(cls, v: Any) -> Any:
-        """Configs saved when every optimizer carried momentum 0.9, nesterov false and betas
-        (0.9, 0.999), whether it used them or not: keep only those its optimizer takes; then
-        ``_defaults_unset``."""
-        if not isinstance(v, dict) or not {"momentum", "nesterov", "betas"} <= set(v):
-            return cls._defaults_unset(v)
-        if v["momentum"] != 0.9 or v["nesterov"] is not False or list(v["betas"] or []) != [0.9, 0.999]:
-            return cls._defaults_unset(v)
-        from segkd.config.optimizers import constructor_options, optimizer_class
-
-        try:
-            takes = constructor_options(optimizer_class(str(v.get("name", "adam"))))
-        except ValueError:
-            return v
-        return cls._defaults_unset(
-            {k: x for k, x in v.items() if k not in ("momentum", "nesterov", "betas") or k in takes})
-
-    @staticmethod
-    def _defaults_unset(v: Any) -> Any:
-        """momentum / nesterov / betas written at the value the optimizer gets without them
-        (segkd's default for it, else torch's) mean "unset": one config whether a dump spelt the
-        default out or not (runs group together in reports)."""
-        if not isinstance(v, dict):
-            return v
-        import inspect
-
-        from segkd.config.optimizers import DEFAULTS, optimizer_class
-
-        name = str(v.get("name", "adam"))
-        try:
-            params = inspect.signature(optimizer_class(name).__init__).parameters
-        except ValueError:
-            return v
-        out = dict(v)
-        for key in ("momentum", "nesterov", "betas"):
-            default = DEFAULTS.get(name, {}).get(
-                key, getattr(params.get(key), "default", inspect.Parameter.empty))
-            value = out.get(key)
-            if value is not None and default is not inspect.Parameter.empty and (
-                    list(value) == list(default) if isinstance(value, (list, tuple)) else value == default):
-                out[key] = None
-        return out
-
-    @model_validator(mode="after")
-    def _options_apply(self) -> "OptimCfg":
-        from segkd.config.optimizers import check_options
-
-        check_options(self.name, self.kwargs())
-        return self
-
-    def kwargs(self) -> dict[str, Any]:
-        """The optimizer's keyword options (lr and the parameter groups apart)."""
-        from segkd.config.optimizers import optimizer_kwargs
-
-        return optimizer_kwargs(self)
-
-
 # a stage's learning-rate schedule: one config type per schedule (segkd/config/schedules.py), chosen by
 # its `name`; a key that does not apply to that schedule is an error
 def SchedCfg(**keys: Any) -> ScheduleCfg:  # noqa: N802  (reads as the config type it builds)
@@ -311,7 +219,7 @@ def SchedCfg(**keys: Any) -> ScheduleCfg:  # noqa: N802  (reads as the config ty
         raise ConfigError(f"schedule: {err}") from None
 
 
-class SelectCfg(_Strict):
+class SelectCfg(StrictModel):
     # a metric measured each validation ("val/mIoU", "val/loss/<term>", "select/mIoU" with
     # data.select_fraction), or "last": the last validated epoch, chosen on nothing
     metric: str = "val/mIoU"
@@ -319,7 +227,7 @@ class SelectCfg(_Strict):
     restore_best: bool = False  # load the best epoch's weights when the stage ends
 
 
-class ReplaceCfg(_Strict):
+class ReplaceCfg(StrictModel):
     """Convolutions replaced by cheap blocks at the start of a stage: by ``paths`` (exact or
     globs) or chosen automatically to reach ``target_params`` / ``target_flops`` (fractions of
     the current model's) among ``candidates`` (globs; default: every conv k>=3, >=16 channels)."""
@@ -333,7 +241,7 @@ class ReplaceCfg(_Strict):
     input_size: tuple[int, int] = (512, 512)  # for FLOPs in the automatic plan
 
 
-class StageCfg(_Strict):
+class StageCfg(StrictModel):
     name: str = "train"
     epochs: int = Field(1, ge=1)
     iters_per_epoch: Optional[int] = None  # None: one pass over the training data
@@ -374,7 +282,7 @@ class StageCfg(_Strict):
         return v
 
 
-class TrainerCfg(_Strict):
+class TrainerCfg(StrictModel):
     # auto: bf16-mixed where the device computes bf16 natively, else fp32 (fp16 on a GPU
     # without bf16); the choice and its reason go to the log and summary.json
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed", "32-true", "bf16-true"] = "auto"
@@ -409,12 +317,12 @@ class TrainerCfg(_Strict):
         return v
 
 
-class SlidingCfg(_Strict):
+class SlidingCfg(StrictModel):
     crop: tuple[int, int]
     overlap: float = 1 / 3
 
 
-class EvalCfg(_Strict):
+class EvalCfg(StrictModel):
     sliding: Optional[SlidingCfg] = None
     flip: bool = False
     scales: list[float] = [1.0]
@@ -422,7 +330,7 @@ class EvalCfg(_Strict):
     splits: list[str] = ["val", "test"]  # final evaluation of the best model ("train" too)
 
 
-class Config(_Strict):
+class Config(StrictModel):
     name: str = "run"
     task: Literal["segmentation", "classification"] = "segmentation"
     seed: int = 0
@@ -443,47 +351,11 @@ class Config(_Strict):
 
 
 # ----------------------------------------------------------------------------------- loading
-def _format_error(err: ValidationError, source: str) -> str:
-    lines = [f"invalid config ({source}):"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            parent = _model_at(e["loc"][:-1])
-            known = list(parent.model_fields) if parent else []
-            msg = f"unknown key.{suggest(str(e['loc'][-1]), known)}"
-            if known:
-                msg += f" Valid keys here: {', '.join(known)}"
-        elif not isinstance(e.get("input"), (dict, list)) and e["type"] != "missing":
-            msg += f" (got {e['input']!r})"  # name the offending value, not only the key
-        lines.append(f"  {loc}: {msg}")
-    return "\n".join(lines)
-
-
-def _model_at(loc: tuple) -> type[BaseModel] | None:
-    """The pydantic model class at a location path (for suggestions)."""
-    model: Any = Config
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part) if model else None
-        if field is None:
-            return None
-        ann = field.annotation
-        model = next((a for a in _flatten(ann) if isinstance(a, type) and issubclass(a, BaseModel)), None)
-    return model
-
-
-def _flatten(ann: Any) -> list:
-    args = getattr(ann, "__args__", None)
-    return [x for a in args for x in _flatten(a)] if args else [ann]
-
-
 def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_error(err, source)) from None
+        raise ConfigError(format_validation_error(Config, err, source)) from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
@@ -497,7 +369,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
                 defaults["model"] = ModelCfg().model_dump(mode="json")
             raw = deep_merge(defaults, raw)
         except ValidationError as err:
-            raise ConfigError(_format_error(err, str(path))) from None
+            raise ConfigError(format_validation_error(Config, err, str(path))) from None
         raw = apply_overrides(raw, overrides)
     return config_from_dict(raw, str(path or "defaults"))
 
