@@ -98,3 +98,64 @@ def test_a_narrowed_kd_resnet_trains_from_the_teacher(tmp_path, teacher_ckpt):
         stages=[{"terms": [{"loss": "ce"}, {"loss": "dist"}]}])
     summary = Engine(config_from_dict(raw), tmp_path / "run").run()
     assert summary["splits"]["val"]["mIoU"] >= 0
+
+
+BOTTLENECK = {"arch": "unet", "kwargs": {"encoder": "resnet26", "num_classes": 3}}  # [2,2,2,2]
+
+
+def _trained_like(spec):
+    torch.manual_seed(0)
+    t = build_from_spec(spec).eval()
+    with torch.no_grad():
+        for m in t.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.1, 2.0)
+                m.running_var.uniform_(0.5, 1.5)
+    return t
+
+
+def test_bottleneck_resnet_teacher_is_cut_and_narrowed_from_its_own_tensors():
+    teacher = _trained_like(BOTTLENECK)
+    t = teacher.state_dict()
+    same = build_from_spec(student_spec(BOTTLENECK, width=1.0)).eval()
+    initialise_student(same, "teacher", {"blocks": {}, "channels": "bn"}, teacher)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(same(x), teacher(x))
+    spec = student_spec(BOTTLENECK, layers=[1, 1, 2, 1], width=0.5)
+    # a Bottleneck stage 1 has its own residual chain (64 -> 256 projection): it narrows too
+    assert spec["kwargs"]["channels"] == [32, 64, 128, 256] and spec["kwargs"]["layers"] == [1, 1, 2, 1]
+    student = build_from_spec(spec)
+    blocks = keep_blocks([2, 2, 2, 2], [1, 1, 2, 1])
+    state, narrowed = derive_state(t, student.state_dict(), blocks, "bn")
+    student.load_state_dict(state)
+    assert narrowed["s1"] == 128 and narrowed["s4"] == 1024 and "s0" not in narrowed  # the stem stays
+    s = student.state_dict()
+    chain = ["encoder.model.layer3.0.bn3.weight", "encoder.model.layer3.1.bn3.weight",
+             "encoder.model.layer3.0.downsample.1.weight"]
+    keep = torch.sort(torch.topk(sum(t[k].abs() for k in chain), 512).indices).values
+    mid2 = torch.sort(torch.topk(t["encoder.model.layer3.1.bn2.weight"].abs(), 128).indices).values
+    mid1 = torch.sort(torch.topk(t["encoder.model.layer3.1.bn1.weight"].abs(), 128).indices).values
+    assert torch.equal(s["encoder.model.layer3.1.conv3.weight"], t["encoder.model.layer3.1.conv3.weight"][keep][:, mid2])
+    assert torch.equal(s["encoder.model.layer3.1.conv2.weight"], t["encoder.model.layer3.1.conv2.weight"][mid2][:, mid1])
+    assert torch.equal(s["encoder.model.layer3.1.conv1.weight"], t["encoder.model.layer3.1.conv1.weight"][mid1][:, keep])
+    # the decoder's last block reads the 64-channel stem output, unnarrowed
+    assert s["decoder.blocks.3.conv1.0.weight"].shape[1] == 32 + 64
+    assert student.eval()(x).shape == (2, 3, 32, 32)
+
+
+def test_compress_plans_cut_and_narrowed_students_of_a_bottleneck_teacher(tmp_path):
+    from segkd.apps.compress.candidates import teacher_candidates
+    from segkd.apps.compress.teacher import Teacher
+    from segkd.models.cost import count_params
+
+    teacher = _trained_like(BOTTLENECK)
+    target = count_params(teacher) // 3
+    cands, notes = teacher_candidates(Teacher(teacher, BOTTLENECK, tmp_path / "t.pt"), params_target=target)
+    assert not notes and {c.kind for c in cands} == {"cut", "narrow", "cut+narrow"}
+    fit = [c for c in cands if c.name.endswith("(fit to target)")]
+    assert fit and count_params(fit[0].build()) <= target
+    for c in (cands[0], fit[0]):  # the engine's init path loads every tensor from the teacher
+        student = c.build()
+        note = initialise_student(student, "teacher", c.model_cfg["init_match"], teacher)
+        assert "all tensors" in note

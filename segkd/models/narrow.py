@@ -3,7 +3,7 @@
 Two cuts, alone or together (``segkd compress`` plans them; ``model.init_match`` given as a
 mapping loads them, see :mod:`segkd.engine.init`):
 
-- **depth**: fewer BasicBlocks per encoder stage. The student's block ``j`` of stage ``k`` is the
+- **depth**: fewer residual blocks per encoder stage. The student's block ``j`` of stage ``k`` is the
   teacher's block ``blocks["encoder.model.layer<k>"][j]``; the first block of a stage (it holds
   the stride and the downsample projection) is always kept.
 - **width**: fewer channels per layer. The kept channels are the teacher's most important ones,
@@ -11,13 +11,16 @@ mapping loads them, see :mod:`segkd.engine.init`):
   (``channels: norm``). Channels tied by residual adds (the stem and every block output of a
   stage, the downsample projection, the decoder's skip inputs) form one group, chosen once for
   the whole chain from the summed importance of every layer writing into it; a block's inner
-  channels and each decoder convolution are groups of their own.
+  channels (one group in a BasicBlock, two in a Bottleneck) and each decoder convolution are
+  groups of their own.
 
 At width 1.0 and no depth cut every index is the identity and the copy computes exactly the
-teacher's function. Supported family: smp ``unet`` with a BasicBlock ResNet encoder (segkd's
-``kd_resnet*``, timm's ``resnet18`` / ``resnet34``); the encoder takes ``layers`` and
-``channels`` (timm's ResNet arguments; its plain stem is always 64 wide, so the stem and stage 1
-keep their width), the decoder ``decoder_channels``.
+teacher's function. Supported family: smp ``unet`` over a plain-stem ResNet encoder, BasicBlock
+(segkd's ``kd_resnet*``, timm's ``resnet18`` / ``resnet34``) or Bottleneck (``resnet26`` /
+``50`` / ``101`` / ``152``); the encoder takes ``layers`` and ``channels`` (timm's ResNet
+arguments), the decoder ``decoder_channels``. timm's plain stem is always 64 wide: it keeps its
+width, and so does stage 1 of a BasicBlock ResNet (its residual chain starts at the stem);
+a Bottleneck stage 1 has its own chain (its first block projects 64 -> 4x its width) and narrows.
 """
 from __future__ import annotations
 
@@ -31,13 +34,23 @@ from segkd.core.errors import ConfigError
 ENC = "encoder.model."
 UNET_DECODER = (256, 128, 64, 32, 16)  # smp Unet's default decoder_channels
 _BASIC = re.compile(r"^(tu-)?(kd_resnet\d+|resnet(18|34))$")
-SUPPORTED = "smp unet with a BasicBlock ResNet encoder (kd_resnet10..34, resnet18, resnet34)"
+_BOTTLENECK = re.compile(r"^(tu-)?resnet(26|50|101|152)$")
+BOTTLENECK_LAYERS = {"resnet26": [2, 2, 2, 2], "resnet50": [3, 4, 6, 3], "resnet101": [3, 4, 23, 3],
+                     "resnet152": [3, 8, 36, 3]}
+SUPPORTED = ("smp unet with a plain-stem ResNet encoder (kd_resnet10..34, resnet18, resnet34; "
+             "Bottleneck resnet26, resnet50, resnet101, resnet152)")
+
+
+def bottleneck(encoder: str) -> bool:
+    """Whether ``encoder`` (a spec's encoder name) is one of the Bottleneck ResNets."""
+    return bool(_BOTTLENECK.match(str(encoder)))
 
 
 def narrowable(spec: dict) -> Optional[str]:
     """None when ``spec`` (``{"arch", "kwargs"}``) can be cut and narrowed, else the reason."""
     kw = spec.get("kwargs", {})
-    if spec.get("arch") != "unet" or not _BASIC.match(str(kw.get("encoder", ""))):
+    enc = str(kw.get("encoder", ""))
+    if spec.get("arch") != "unet" or not (_BASIC.match(enc) or _BOTTLENECK.match(enc)):
         return f"{spec.get('arch')}/{kw.get('encoder')} is not {SUPPORTED}"
     if kw.get("decoder_attention_type") or kw.get("encoder_depth", 5) != 5:
         return "a UNet with decoder attention or another encoder depth"
@@ -84,7 +97,8 @@ def _scale(c: int, width: float) -> int:
 def student_spec(teacher_spec: dict, layers: Optional[list[int]] = None, width: float = 1.0,
                  teacher_layers: Optional[list[int]] = None) -> dict:
     """The spec of the teacher cut to ``layers`` blocks per stage and narrowed to ``width``
-(stages 2-4 and the decoder; the stem and stage 1 stay 64 channels wide)."""
+(the decoder and the encoder's stages: 2-4 of a BasicBlock ResNet, all four of a Bottleneck one;
+the stem stays 64 channels wide)."""
     reason = narrowable(teacher_spec)
     if reason:
         raise ConfigError(f"cannot cut or narrow the teacher: {reason}")
@@ -92,7 +106,8 @@ def student_spec(teacher_spec: dict, layers: Optional[list[int]] = None, width: 
     from segkd.models.encoders import KD_RESNET_LAYERS
 
     enc = kw["encoder"].removeprefix("tu-")
-    base = teacher_layers or KD_RESNET_LAYERS.get(enc) or {"resnet18": [2] * 4, "resnet34": [3, 4, 6, 3]}[enc]
+    base = (teacher_layers or KD_RESNET_LAYERS.get(enc) or BOTTLENECK_LAYERS.get(enc)
+            or {"resnet18": [2] * 4, "resnet34": [3, 4, 6, 3]}[enc])
     layers = list(layers or kw.get("layers") or base)
     if layers != list(base):
         same = [n for n, v in KD_RESNET_LAYERS.items() if v == layers]
@@ -102,28 +117,36 @@ def student_spec(teacher_spec: dict, layers: Optional[list[int]] = None, width: 
         else:
             kw["layers"] = layers
     if width < 1:
-        # timm's plain ResNet stem is 64 wide whatever stem_width says, and layer1 shares its
-        # residual chain: stage 1 keeps its 64 channels, stages 2-4 and the decoder narrow
-        chans = [c if i == 0 else _scale(c, width)
+        # timm's plain ResNet stem is 64 wide whatever stem_width says; a BasicBlock layer1
+        # shares its residual chain (stage 1 keeps its 64 channels), a Bottleneck one does not
+        first = 0 if bottleneck(enc) else 1
+        chans = [c if i < first else _scale(c, width)
                  for i, c in enumerate(kw.get("channels", (64, 128, 256, 512)))]
         kw.update(channels=chans,
                   decoder_channels=[_scale(c, width) for c in kw.get("decoder_channels", UNET_DECODER)])
     return {"arch": teacher_spec["arch"], "kwargs": kw}
 
 
-def _groups(layers: list[int], n_decoder: int) -> dict[str, tuple[str, list[str]]]:
-    """module path -> (group of its output channels, groups of its input channels in order)."""
-    g: dict[str, tuple[str, list[str]]] = {f"{ENC}conv1": ("s1", ["rgb"]), f"{ENC}bn1": ("s1", [])}
-    prev = "s1"
+def _groups(layers: list[int], n_decoder: int, bottle: bool = False) -> dict[str, tuple[str, list[str]]]:
+    """module path -> (group of its output channels, groups of its input channels in order);
+    ``bottle``: the encoder's blocks are Bottlenecks (conv1 1x1 -> conv2 3x3 -> conv3 1x1)."""
+    stem = "s0" if bottle else "s1"  # a BasicBlock layer1 continues the stem's residual chain
+    g: dict[str, tuple[str, list[str]]] = {f"{ENC}conv1": (stem, ["rgb"]), f"{ENC}bn1": (stem, [])}
+    prev = stem
     for k, n in enumerate(layers, 1):
         s = f"s{k}"
         for j in range(n):
             p, inp = f"{ENC}layer{k}.{j}.", prev if j == 0 else s
-            mid = f"{p}mid"
-            g.update({p + "conv1": (mid, [inp]), p + "bn1": (mid, []), p + "conv2": (s, [mid]),
-                      p + "bn2": (s, []), p + "downsample.0": (s, [inp]), p + "downsample.1": (s, [])})
+            m1, m2 = f"{p}mid", f"{p}mid2"
+            if bottle:
+                g.update({p + "conv1": (m1, [inp]), p + "bn1": (m1, []), p + "conv2": (m2, [m1]),
+                          p + "bn2": (m2, []), p + "conv3": (s, [m2]), p + "bn3": (s, [])})
+            else:
+                g.update({p + "conv1": (m1, [inp]), p + "bn1": (m1, []), p + "conv2": (s, [m1]),
+                          p + "bn2": (s, [])})
+            g.update({p + "downsample.0": (s, [inp]), p + "downsample.1": (s, [])})
         prev = s
-    skips = ["s3", "s2", "s1", "s1"]  # the stride-2 stem output and layer1 share the s1 chain
+    skips = ["s3", "s2", "s1", stem]  # the last skip is the stride-2 stem output
     x = "s4"
     for i in range(n_decoder):
         p = f"decoder.blocks.{i}."
@@ -168,7 +191,7 @@ def derive_state(teacher: dict, student: dict, blocks: dict[str, list[int]],
     if channels not in ("bn", "norm"):
         raise ConfigError(f"init_match.channels: '{channels}' is not bn | norm")
     n_dec = len({k.split(".")[2] for k in student if k.startswith("decoder.blocks.")})
-    groups = _groups(stage_layers(student), n_dec)
+    groups = _groups(stage_layers(student), n_dec, bottle=f"{ENC}layer1.0.conv3.weight" in student)
     width = {}  # group -> (teacher channels, student channels)
     for path, (out, _) in groups.items():
         sk = path + ".weight"
