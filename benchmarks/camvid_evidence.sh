@@ -37,5 +37,7 @@ honest camvid_select ce
 honest camvid_xfamily_mbv2 ce
 honest camvid_xfamily_r10 ce
 honest camvid_xfamily_mbv2_3x ce
+honest camvid_pnp_front_long front60_labels
+honest camvid_kdsemseg_quarter scratch
 # every full-data arm of every study in one picture: docs/results/size_vs_miou.png
 ${PYTHON:-python} benchmarks/evidence_plot.py
