@@ -2,6 +2,7 @@
 from other libraries, refusals (tiny synthetic data, seconds per run)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -143,6 +144,7 @@ def test_compress_end_to_end_resumes_after_kill(segkd, teacher_ckpt, data_yaml, 
         assert (out / f).is_file(), f
     report = (out / "report.md").read_text()
     assert "| teacher |" in report and "| student |" in report and "kept of teacher" in report
+    assert re.search(r"on cpu, \d+ thread\(s\) at 32x32", report)  # CPU latency says its threads
     cfg = yaml.safe_load((out / "student.yaml").read_text())  # an ordinary, re-runnable recipe
     assert cfg["model"]["init_from"] == "teacher" and cfg["teacher"]["cache"]
     assert [t["loss"] for t in cfg["stages"][0]["terms"]] == ["ce", "dist"]

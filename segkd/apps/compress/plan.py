@@ -72,12 +72,16 @@ def parse_budget(text: Optional[str]) -> tuple[Optional[int], Optional[float]]:
 
 
 def measure(model, size: tuple[int, int], device: str, latency: bool = True) -> dict:
-    """{params, flops, latency_ms} of one model (latency: median of 10 batch-1 forwards)."""
+    """{params, flops, latency_ms[, threads]} of one model (latency: median of 10 batch-1
+    forwards after 3 warm-up ones)."""
+    import torch
+
     from segkd.models.cost import count_flops, count_params, measure_latency
 
     row = {"params": count_params(model), "flops": count_flops(model, size), "latency_ms": None}
     if latency:
         row["latency_ms"] = measure_latency(model, size, device=device, warmup=3, iters=10)["p50_ms"]
+        row["threads"] = torch.get_num_threads()  # CPU latency depends on it: the report says it
     return row
 
 

@@ -98,7 +98,10 @@ def markdown(state: dict, rows: list[dict], splits: list[str], classes: list[str
             f"{r['splits'].get(s, {}).get('mIoU', float('nan')):.4f}" for s in splits) +
             f" | {kept} | {r['params'] / 1e6:.2f} | {r['flops'] / 1e9:.3f} | {lat} |")
     size = state["target"]["size"]
-    lines += ["", f"Latency: median of 10 batch-1 forwards on {state['target']['device']} at "
+    threads = t.get("threads")
+    on = f"{state['target']['device']}" + (f", {threads} thread(s)" if threads and
+                                            state["target"]["device"] == "cpu" else "")
+    lines += ["", f"Latency: median of 10 batch-1 forwards after 3 warm-up ones on {on} at "
               f"{size[0]}x{size[1]}; kept of teacher: {ref} mIoU / the teacher's.", ""]
     if ref and classes:
         lines += [f"## Per-class IoU ({ref})", "", "| class | " + " | ".join(r["run"] for r in rows) + " |",
