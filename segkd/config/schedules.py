@@ -162,13 +162,14 @@ class PolyWarmup:
         return self.min_ratio + (1 - self.min_ratio) * f
 
 
-# Every key of the one schedule config that configs and checkpoints written before schedules had
+# The keys of the one schedule config that configs and checkpoints written before schedules had
 # types of their own carry, all of them, whatever the schedule: such a dump is read by keeping
-# the keys its schedule has (a file a person writes never holds all of them).
+# the keys its schedule has (a file a person writes never holds all of them). The earliest dumps
+# predate threshold, threshold_mode, cooldown and across_stages: the rest is what marks a dump.
 LEGACY_KEYS = frozenset({
     "name", "power", "max_lr", "pct_start", "anneal_strategy", "cycle_momentum", "base_momentum",
     "max_momentum", "div_factor", "final_div_factor", "warmup_iters", "min_lr", "factor",
-    "patience", "threshold", "threshold_mode", "cooldown", "across_stages", "step_epochs"})
+    "patience", "step_epochs"})
 
 
 def schedule_from_dict(value: Any) -> ScheduleCfg:
