@@ -44,6 +44,9 @@ def test_plan_table_shows_every_candidate_kind(segkd, teacher_ckpt, data_yaml, t
     limit = plan["teacher"]["params"] * 0.5
     assert all(c["meets"] == (c["params"] <= limit) for c in plan["candidates"])
     assert "chosen" in r.stdout and "teacher cut 1-1-1-1" in r.stdout
+    # the table says briefly where each starts; the chosen one's block mapping follows it
+    assert "random init" in r.stdout and "teacher: blocks" in r.stdout
+    assert "chosen: teacher cut" in r.stdout and "starts from teacher's blocks" in r.stdout
     assert not (tmp_path / "c" / "student.yaml").exists()  # --dry-run stops at the table
 
 

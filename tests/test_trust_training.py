@@ -192,6 +192,32 @@ def test_mode_check_restores_statistics_and_modes_and_sees_the_difference():
     assert found["eval"][0] == pytest.approx(float((want_eval == 0).float().mean()))
     assert sum(found["train"]) == pytest.approx(1.0) and 0.0 <= found["agreement"] <= 1.0
     assert found["train"] != found["eval"]
+    assert "label_miou" not in found
+
+
+def test_mode_check_scores_both_modes_against_the_labels():
+    """With the batch's labels (at twice the prediction's size, one pixel ignored) each mode's
+    mean IoU against them is that of its own argmax, labels resized nearest."""
+    from segkd.engine import health
+
+    model, bn = _stale_bn_model()
+    images = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        model.eval()
+        bn.train()
+        train_pred = model(images).argmax(1)
+        model.eval()
+        eval_pred = model(images).argmax(1)
+        model.train()
+    labels = train_pred.repeat_interleave(2, 1).repeat_interleave(2, 2).clone()  # 16x16
+    labels[0, 0, 0] = 255
+    found = health.mode_disagreement(model, model, [bn], images, labels, ignore_index=255)
+    assert found["label_miou"]["train"] == pytest.approx(1.0)  # train mode made these labels
+    t, p = train_pred.flatten(), eval_pred.flatten()
+    ious = [float(((t == c) & (p == c)).sum()) / float(((t == c) | (p == c)).sum())
+            for c in (0, 1) if bool((t == c).any())]
+    assert found["label_miou"]["eval"] == pytest.approx(sum(ious) / len(ious), abs=0.02)
+    assert found["label_miou"]["eval"] < 1.0
 
 
 def test_warnings_stay_quiet_when_nothing_is_wrong():
@@ -208,5 +234,16 @@ def test_warnings_stay_quiet_when_nothing_is_wrong():
     agree = {"agreement": 0.97, "train": [0.9, 0.1], "eval": [0.92, 0.08], "iou": [0.96, 0.75]}
     assert health.mode_warning(agree, ["a", "b"], 4, "e") is None
     vanish = {"agreement": 0.9, "train": [0.85, 0.15], "eval": [0.99, 0.01], "iou": [0.9, 0.06]}
+    # the same disagreement where eval mode scores as well against the batch's labels: quiet
+    # (mid-training, a small class can differ between the modes with eval mode the better one)
+    assert health.mode_warning({**vanish, "label_miou": {"train": 0.60, "eval": 0.62}}, ["a", "b"], 4, "e") is None
+    assert health.mode_warning({**vanish, "label_miou": {"train": 0.60, "eval": 0.56}}, ["a", "b"], 4, "e") is None
+    worse = health.mode_warning({**vanish, "label_miou": {"train": 0.60, "eval": 0.40}}, ["a", "b"], 4, "e")
+    assert worse.endswith("against the labels, mean IoU 0.60 in train mode, 0.40 in eval mode. "
+                          "Validation, best.pt and exports use eval mode: give the stage more optimiser "
+                          "steps (more epochs, a smaller batch, iters_per_epoch) or a learning rate "
+                          "that decays by its end")
+    nan = {"train": float("nan"), "eval": float("nan")}  # no labelled pixel: the rule without labels
+    assert "class 'b' covers" in health.mode_warning({**vanish, "label_miou": nan}, ["a", "b"], 4, "e")
     assert "class 'b' covers 15.0% of them in train mode, 1.0% in eval mode" in health.mode_warning(
         vanish, ["a", "b"], 4, "e")

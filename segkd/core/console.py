@@ -3,9 +3,14 @@ dataset builders, and the command line's output) and ``errors`` (stderr: the com
 ``error: ...`` lines); and a plain printer."""
 from __future__ import annotations
 
+import os
+import sys
+
 from rich.console import Console
 
-console = Console()
+# Output that goes to a file or a pipe (a log, CI) gets 120 columns instead of rich's 80, so that
+# wide tables (the compress plan, the report) stay readable there; COLUMNS still decides if set.
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120)
 errors = Console(stderr=True, soft_wrap=True)
 
 

@@ -35,6 +35,11 @@ COLLAPSE_OTHERS = 0.02
 MODE_MIN_SHARE = 0.01
 MODE_RATIO = 0.25
 MODE_IOU_MIN = 0.5
+# Where the batch's labels are known, gross disagreement is only a warning when eval mode also
+# scores worse against them: its mean IoU over the labelled classes more than MODE_LABEL_SLACK
+# below train mode's. Mid-training (high learning rate, one batch's statistics) the modes can
+# differ on a small class while eval mode is the better of the two: nothing for the user to fix.
+MODE_LABEL_SLACK = 0.05
 
 _BN = nn.modules.batchnorm._BatchNorm
 
@@ -109,14 +114,30 @@ def collapse_warning(label_pixels: Sequence[int], pred_pixels: Sequence[int], cl
             "the weights (more optimiser steps); otherwise lower the learning rate")
 
 
+def _label_miou(pred: torch.Tensor, labels: torch.Tensor, classes: int, ignore_index: int) -> float:
+    """Mean IoU of ``pred`` [B, h, w] against ``labels`` (resized to it, nearest) over the classes
+    the labels hold."""
+    if labels.shape[-2:] != pred.shape[-2:]:
+        labels = torch.nn.functional.interpolate(labels[:, None].float(), size=pred.shape[-2:],
+                                                 mode="nearest")[:, 0].long()
+    keep = (labels != ignore_index) & (labels >= 0) & (labels < classes)
+    t, p = labels[keep], pred[keep]
+    cm = torch.bincount(t * classes + p, minlength=classes ** 2).view(classes, classes).double()
+    inter, present = cm.diag(), cm.sum(1) > 0
+    union = cm.sum(1) + cm.sum(0) - inter
+    return float((inter[present] / union[present]).mean()) if bool(present.any()) else float("nan")
+
+
 @torch.no_grad()
 def mode_disagreement(call: Callable[[torch.Tensor], torch.Tensor], student: nn.Module,
-                      bns: Sequence[nn.Module], images: torch.Tensor) -> dict:
+                      bns: Sequence[nn.Module], images: torch.Tensor,
+                      labels: Optional[torch.Tensor] = None, ignore_index: int = 255) -> dict:
     """Predict ``images`` in eval mode and with ``bns`` in train mode (batch statistics; every
     other module stays in eval mode, Dropout off) and compare. The running statistics, the
     momentum counters and every module's mode are restored. Returns ``agreement`` (share of
     pixels given the same class), per class ``train`` / ``eval`` (shares of the pixels) and
-    ``iou`` (between the two predictions; None for a class neither predicts)."""
+    ``iou`` (between the two predictions; None for a class neither predicts); with ``labels``
+    also ``label_miou``: {"train", "eval"}, each mode's mean IoU against them."""
     modes = [(m, m.training) for m in student.modules()]
     saved = [(b, b.clone()) for m in bns for b in m.buffers(recurse=False)]
     try:
@@ -136,18 +157,25 @@ def mode_disagreement(call: Callable[[torch.Tensor], torch.Tensor], student: nn.
     n, same = max(1.0, float(both.sum())), both.diag()
     train, eval_ = both.sum(1), both.sum(0)
     union = train + eval_ - same
-    return {"agreement": float(same.sum()) / n, "train": (train / n).tolist(), "eval": (eval_ / n).tolist(),
-            "iou": [float(i / u) if u > 0 else None for i, u in zip(same, union)]}
+    out = {"agreement": float(same.sum()) / n, "train": (train / n).tolist(), "eval": (eval_ / n).tolist(),
+           "iou": [float(i / u) if u > 0 else None for i, u in zip(same, union)]}
+    if labels is not None:
+        labels = labels.to(train_pred.device).long()
+        out["label_miou"] = {"train": _label_miou(train_pred, labels, classes, ignore_index),
+                             "eval": _label_miou(eval_pred, labels, classes, ignore_index)}
+    return out
 
 
-def mode_check(distiller, images: torch.Tensor, classes: Sequence[str], where: str) -> Optional[str]:
-    """:func:`mode_warning` for ``images`` (a validation batch) and the student's BatchNorm
-    layers that train; None when none trains, for a batch of one image, or when they synchronise
-    across processes (SyncBatchNorm in train mode would wait for the other processes)."""
+def mode_check(distiller, images: torch.Tensor, classes: Sequence[str], where: str,
+               labels: Optional[torch.Tensor] = None, ignore_index: int = 255) -> Optional[str]:
+    """:func:`mode_warning` for ``images`` (a validation batch, with its ``labels`` where known)
+    and the student's BatchNorm layers that train; None when none trains, for a batch of one
+    image, or when they synchronise across processes (SyncBatchNorm in train mode would wait for
+    the other processes)."""
     bns = training_batchnorms(distiller.student)
     if not bns or images.shape[0] < 2 or any(isinstance(m, nn.SyncBatchNorm) for m in bns):
         return None  # batch statistics of one image fail on 1x1 maps (a pooling branch's BN)
-    found = mode_disagreement(distiller.student_call, distiller.student, bns, images)
+    found = mode_disagreement(distiller.student_call, distiller.student, bns, images, labels, ignore_index)
     return mode_warning(found, classes, images.shape[0], where)
 
 
@@ -160,10 +188,17 @@ def mode_warning(d: dict, classes: Sequence[str], images: int, where: str) -> Op
     miou = sum(d["iou"][c] or 0.0 for c in seen) / max(1, len(seen))
     if miou >= MODE_IOU_MIN and not shifted:
         return None
+    scored = d.get("label_miou")
+    if scored and all(math.isfinite(v) for v in scored.values()) and \
+            not scored["eval"] < scored["train"] - MODE_LABEL_SLACK:
+        return None  # eval mode is as good against the labels: nothing the user has to fix
     name = lambda c: classes[c] if c < len(classes) else str(c)  # noqa: E731
     parts = [f"they give the same class to {d['agreement']:.0%} of the pixels (mean IoU {miou:.2f})"]
     parts += [f"class '{name(c)}' covers {d['train'][c]:.1%} of them in train mode, "
               f"{d['eval'][c]:.1%} in eval mode" for c in shifted[:3]]
+    if scored and all(math.isfinite(v) for v in scored.values()):
+        parts.append(f"against the labels, mean IoU {scored['train']:.2f} in train mode, "
+                     f"{scored['eval']:.2f} in eval mode")
     return (f"train-mode and eval-mode predictions disagree at {where} (a validation batch of "
             f"{images} image(s), BatchNorm on its batch statistics vs its running statistics): "
             f"{'; '.join(parts)}. Validation, best.pt and exports use eval mode: give the stage "

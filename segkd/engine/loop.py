@@ -329,7 +329,8 @@ class Engine:
         with_losses = stage.select.metric.startswith(f"{split}/loss")
         d.eval()
         def fwd(images, mask):
-            self._seen.setdefault("images", images)  # the first batch, for the train/eval-mode check
+            if "images" not in self._seen:  # the first batch, for the train/eval-mode check
+                self._seen.update(images=images, masks=mask)
             with f.autocast():
                 return d(images, mask, with_losses=with_losses)
         m = evaluate(fwd, loader, self.meta["num_classes"], self.meta["ignore_index"], f.device,
@@ -386,7 +387,8 @@ class Engine:
                            epoch + 1, ("collapse", stage.name, split))
         if self._seen.get("images") is not None and self.fabric.is_global_zero:
             with self.fabric.autocast():
-                msg = mode_check(self.distiller, self._seen["images"], classes, where)
+                msg = mode_check(self.distiller, self._seen["images"], classes, where,
+                                 self._seen.get("masks"), self.meta["ignore_index"])
             self._warn(msg, stage, epoch + 1, ("modes", stage.name))
         self._seen = {}
 

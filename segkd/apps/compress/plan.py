@@ -129,6 +129,16 @@ def _excess(c: Candidate, target: Target, teacher_params: int) -> float:
     return max(r or [0.0])
 
 
+def _starts(c: Candidate) -> str:
+    """The table's short 'starts from' (the chosen one's full mapping is printed below it and
+    every candidate's is in plan.json): a long mapping squeezed every column in a narrow log."""
+    if c.kind == "cheap":
+        return "teacher; new convs fresh"
+    if not c.teacher_init:
+        return "random init"
+    return {"cut": "teacher: blocks", "narrow": "teacher: channels"}.get(c.kind, "teacher: blocks + channels")
+
+
 def plan_table(teacher_row: dict, cands: list[Candidate], chosen: Optional[Candidate],
                title: str) -> Table:
     """The plan: teacher first, then every candidate with its numbers and whether it fits."""
@@ -140,7 +150,7 @@ def plan_table(teacher_row: dict, cands: list[Candidate], chosen: Optional[Candi
               f"{teacher_row['flops'] / 1e9:.3f}", lat(teacher_row["latency_ms"]), "-", style="dim")
     for c in cands:
         mark = ("yes" if c.meets else f"no: {c.miss}") + ("  <- chosen" if c is chosen else "")
-        t.add_row(c.name, c.kind, c.init, f"{c.params / 1e6:.2f}",
+        t.add_row(c.name, c.kind, _starts(c), f"{c.params / 1e6:.2f}",
                   f"{100 * c.params / teacher_row['params']:.0f}%", f"{c.flops / 1e9:.3f}",
                   lat(c.latency_ms), mark, style="bold" if c is chosen else None)
     return t

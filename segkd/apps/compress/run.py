@@ -228,13 +228,14 @@ def compress(req: Request, console) -> dict:
                                  f"{req.target.describe(p.teacher_row['params'])}"))
         for n in p.notes:
             say(f"note: {n}")
+        if p.chosen is not None:
+            say(f"chosen: {p.chosen.name} ({p.chosen.kind}; starts from {p.chosen.init})")
         (req.out / "plan.json").write_text(json.dumps(
             {"teacher": p.teacher_row, "candidates": plan_rows(p)}, indent=2))
         if req.dry_run or p.chosen is None:
             return {"plan": plan_rows(p), "chosen": p.chosen.name if p.chosen else None}
         budget = budget_for(req, p)
         state = write_recipe(req, p, budget)
-        say(f"chosen: {p.chosen.name} ({p.chosen.kind}; starts from {p.chosen.init})")
         say(f"recipe: {state['reason']}")
         say(f"budget: {budget.note}; epoch chosen on a held-out {SELECT_FRACTION:.0%} of train "
             f"(select/mIoU); teacher cache {'on' if state['teacher_cache'] else 'off (random transforms)'}")
