@@ -39,5 +39,10 @@ honest camvid_xfamily_r10 ce
 honest camvid_xfamily_mbv2_3x ce
 honest camvid_pnp_front_long front60_labels
 honest camvid_kdsemseg_quarter scratch
+# the same three studies on one H200 (benchmarks/gpu_studies.sh: training inputs identical, val
+# images JPEG at full size, teacher val 0.5429 on them vs 0.5430; fp32)
+honest camvid_xfamily_mbv2_3x_h200 ce
+honest camvid_pnp_front_long_h200 front60_labels
+honest camvid_kdsemseg_quarter_h200 scratch
 # every full-data arm of every study in one picture: docs/results/size_vs_miou.png
 ${PYTHON:-python} benchmarks/evidence_plot.py

@@ -239,3 +239,31 @@ def test_seed_order_runs_every_method_at_a_seed_first(setup):
     # (the fixture's spec is written with sorted keys: kd before scratch)
     assert arms == ["kd/kd_resnet10/f1.0/s0", "scratch/kd_resnet10/f1.0/s0",
                     "kd/kd_resnet10/f1.0/s1", "scratch/kd_resnet10/f1.0/s1"]
+
+
+def test_resuming_a_study_where_auto_precision_resolves_otherwise_is_refused(setup, monkeypatch):
+    """Finished runs record the precision they trained in; when ``trainer.precision: auto``
+    resolves to another on this machine (e.g. bf16-mixed on a CPU with AVX512-BF16 after fp32
+    runs elsewhere), the study stops before training with the fix, instead of ending as two
+    half-studies the report keeps apart. Pinning the precision lets it go on."""
+    import segkd.engine.runtime as runtime
+
+    root, spec, fake = setup
+    spec = {**spec, "students": ["kd_resnet10"], "methods": {"scratch": "scratch.yaml"},
+            "fractions": [1.0], "per_method_set": {}}
+    spec.pop("teacher")
+    done = root / "out" / "scratch" / "kd_resnet10" / "f1.0" / "s0"
+    done.mkdir(parents=True)
+    (done / "summary.json").write_text(json.dumps({"precision": {"requested": "auto", "value": "32"}}))
+    monkeypatch.setattr(runtime, "resolve_precision",
+                        lambda p, acc, cpuinfo=None: ("bf16-mixed", "auto: the CPU computes bf16 natively")
+                        if p == "auto" else (p, "set in the config"))
+    path = _write_spec(root, spec)
+    run_study(path, dry_run=True, console=_quiet(root))  # a dry run only warns
+    assert "Pin it" in (root / "console.txt").read_text()
+    with pytest.raises(ConfigError, match=r"precision 32 .*bf16-mixed.*trainer\.precision=32"):
+        run_study(path, console=_quiet(root), report=False)
+    assert fake.calls == []
+    spec["set"] = spec["set"] + ["trainer.precision=32"]
+    run_study(_write_spec(root, spec), console=_quiet(root), report=False)
+    assert [c["run_dir"].endswith("s1") for c in fake.calls] == [True]
