@@ -32,7 +32,32 @@ def test_lightning_accelerator_names_resolve_to_cuda_and_its_precision(monkeypat
     rt = resolve_runtime(TrainerCfg(accelerator=accelerator, precision="auto"))
     assert (rt.device_type, rt.accelerator, rt.precision) == ("cuda", "cuda", "bf16-mixed")
     assert rt.compute_dtype == torch.bfloat16 and "Fake GPU" in rt.reason
-    assert rt.summary() == {"requested": "auto", "value": "bf16-mixed", "reason": rt.reason}
+    assert rt.summary() == {"requested": "auto", "value": "bf16-mixed", "reason": rt.reason,
+                            "tf32": False}
+
+
+def test_fp32_on_cuda_is_fp32_unless_tf32_is_allowed(monkeypatch):
+    """PyTorch runs cuDNN convolutions in TensorFloat-32 by default while the run says fp32;
+    segkd turns that off on CUDA (and records it) unless trainer.tf32 allows it, and leaves the
+    CPU's flags alone."""
+    _bf16_gpu(monkeypatch)
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = True  # PyTorch's default
+        rt = resolve_runtime(TrainerCfg(accelerator="gpu", precision="32"))
+        runtime.apply_tf32(rt)
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert rt.summary()["tf32"] is False
+        rt = resolve_runtime(TrainerCfg(accelerator="gpu", precision="32", tf32=True))
+        runtime.apply_tf32(rt)
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        assert rt.summary()["tf32"] is True
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        cpu = resolve_runtime(TrainerCfg(accelerator="cpu", precision="32", tf32=False))
+        runtime.apply_tf32(cpu)
+        assert torch.backends.cudnn.allow_tf32 and "tf32" not in cpu.summary() and not cpu.tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def test_cpu_auto_and_unknown_accelerators(monkeypatch, tmp_path):

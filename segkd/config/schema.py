@@ -301,6 +301,9 @@ class TrainerCfg(StrictModel):
     # engine.fabric.apply_determinism
     deterministic: bool = False
     threads: Optional[int] = None  # torch.set_num_threads; None: torch's default (one per core)
+    # CUDA only: allow TensorFloat-32 (10-bit mantissa) in fp32 convolutions and matmuls (faster
+    # on Ampere and newer); off, precision 32 is fp32 arithmetic (engine.runtime.apply_tf32)
+    tf32: bool = False
 
     @field_validator("precision", mode="before")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from segkd.config.schema import TrainerCfg
-from segkd.engine.runtime import Runtime, resolve_runtime
+from segkd.engine.runtime import Runtime, apply_tf32, resolve_runtime
 
 
 def apply_determinism(deterministic: bool) -> None:
@@ -35,6 +35,7 @@ def make_fabric(cfg: TrainerCfg, runtime: Runtime | None = None):
 
     apply_determinism(cfg.deterministic)
     runtime = runtime or resolve_runtime(cfg)
+    apply_tf32(runtime)
     strategy = cfg.strategy
     multi = (isinstance(cfg.devices, int) and cfg.devices > 1) or cfg.num_nodes > 1 \
         or "WORLD_SIZE" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -40,10 +40,25 @@ class Runtime:
     compute_dtype: Optional[torch.dtype]  # the autocast type (None: no autocast)
     requested: str  # trainer.precision as configured ("auto", ...)
     reason: str  # why ``precision`` (log line, summary.json)
+    tf32: bool = False  # TensorFloat-32 allowed for fp32 convolutions and matmuls (CUDA only)
 
-    def summary(self) -> dict[str, str]:
-        """The precision as the log and summary.json record it."""
-        return {"requested": self.requested, "value": self.precision, "reason": self.reason}
+    def summary(self) -> dict:
+        """The precision as the log and summary.json record it (on CUDA, with ``tf32``)."""
+        out: dict = {"requested": self.requested, "value": self.precision, "reason": self.reason}
+        if self.device_type == "cuda":
+            out["tf32"] = self.tf32
+        return out
+
+
+def apply_tf32(runtime: Runtime) -> None:
+    """Allow or forbid TensorFloat-32 (a 10-bit mantissa) for fp32 convolutions and matmuls on
+    CUDA, as ``runtime.tf32`` says. PyTorch's own default runs cuDNN convolutions in TF32 while
+    calling them float32; segkd forbids it unless ``trainer.tf32: true``, so that precision 32
+    means fp32 arithmetic on every device (a CPU has no TF32)."""
+    if runtime.device_type != "cuda":
+        return
+    torch.backends.cudnn.allow_tf32 = runtime.tf32
+    torch.backends.cuda.matmul.allow_tf32 = runtime.tf32
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
@@ -118,4 +133,4 @@ def resolve_runtime(trainer: TrainerCfg, cpuinfo: str | Path = "/proc/cpuinfo") 
     precision, reason = resolve_precision(trainer.precision, device, cpuinfo)
     return Runtime(device_type=device, accelerator=device, precision=precision,
                    compute_dtype=autocast_dtype(precision), requested=trainer.precision,
-                   reason=reason)
+                   reason=reason, tf32=bool(trainer.tf32) and device == "cuda")
