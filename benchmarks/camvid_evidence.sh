@@ -31,7 +31,9 @@ fi
 # honest selection (epoch chosen on a held-out 10% of train, val reported): sample std over seeds
 honest() {  # DIR BASELINE
   [ -d "docs/results/$1" ] && ls docs/results/$1/*/*/*/*/summary.json >/dev/null 2>&1 || return 0
-  $SEGKD report "docs/results/$1" --out "docs/results/$1" --baseline "$2" --teacher-score $TEACHER --sample-std
+  local base=(--baseline "$2")
+  [ -d "docs/results/$1/$2" ] || base=()  # its baseline not run yet: the tables without Δ
+  $SEGKD report "docs/results/$1" --out "docs/results/$1" "${base[@]}" --teacher-score $TEACHER --sample-std
 }
 honest camvid_select ce
 honest camvid_xfamily_mbv2 ce

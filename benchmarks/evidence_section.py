@@ -18,7 +18,8 @@ COMMANDS = {
     "camvid_search": "`segkd study configs/studies/camvid_search.yaml` (seed 0), then "
                      "`segkd study configs/studies/camvid_best.yaml` (seeds 1-2)",
     "camvid_kdsemseg": "`segkd study configs/studies/camvid_kdsemseg_small.yaml`",
-    **{f"{name}_h200": f"`bash benchmarks/gpu_studies.sh` on one H200 (the `{name}.yaml` runs, fp32; "
+    **{f"{name}_h200": f"`bash benchmarks/gpu_studies.sh` on one H200 (the `{name}.yaml` runs, fp32 with PyTorch's "
+                       "default TF32 convolutions, which `trainer.tf32: false` now turns off; "
                        "training inputs identical to the CPU protocol's, val images JPEG at full "
                        "size: the teacher scores 0.5429 on them vs 0.5430)"
        for name in ("camvid_xfamily_mbv2_3x", "camvid_pnp_front_long", "camvid_kdsemseg_quarter")},
@@ -85,6 +86,8 @@ def _provenance(study: str) -> str:
 
 def _table(study: str) -> str:
     path = ROOT / "docs" / "results" / study / "comparison.md"
+    if not path.is_file():  # its baseline has no finished run yet: the per-method tables
+        path = ROOT / "docs" / "results" / study / "results.md"
     if not path.is_file():
         return "_(no finished run yet)_\n"
     rows = [line for line in path.read_text().splitlines() if line.startswith("|")]

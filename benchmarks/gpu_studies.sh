@@ -7,7 +7,7 @@
 #
 # Every study spec named in STUDIES runs as a "_h200" variant (results under
 # docs/results/<study>_h200), sharded over SHARDS[i] processes for the i-th study on the one GPU, fp32
-# (the CPU protocol's precision), until DEADLINE seconds after the start; finished runs and the
+# (the CPU protocol's precision; strict fp32, no TF32, unless EXTRA sets trainer.tf32=true), until DEADLINE seconds after the start; finished runs and the
 # logs come back as one archive in $OUT. Unfinished runs are lost (a machine is bare each time).
 # Environment: STUDIES, SHARDS ("3 6 4"), DEADLINE (530), ACCEL (gpu), EXTRA (more --set values,
 # space-separated), PY (python3).
