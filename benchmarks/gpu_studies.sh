@@ -27,14 +27,14 @@ if ! "$PY" -c "import segmentation_models_pytorch, pydantic" 2>/dev/null; then
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-T=/tmp/gpu_teacher/camvid-unet-r34-128x96.pt
+T=$B/camvid-unet-r34-128x96.pt  # relative: the run configs record it
 mkdir -p "$(dirname $T)"
 [ -f $T ] || xz -dc $B/camvid-unet-r34-128x96.pt.xz > $T || exit 1
 [ "$(sha256sum < $T | cut -d' ' -f1)" = "$(cut -d' ' -f1 < $B/camvid-unet-r34-128x96.pt.sha256)" ] || \
   { echo "teacher: sha256 differs from the bundle's"; exit 1; }
 SETS=(--set data.root=$B/camvid --set trainer.accelerator=$ACCEL --set trainer.precision=32)
 for e in ${EXTRA:-}; do SETS+=(--set "$e"); done
-"$PY" benchmarks/gpu_studies.py specs /tmp/gpu_specs $STUDIES --teacher $T "${SETS[@]}" > logs_h200/specs.txt || exit 1
+"$PY" benchmarks/gpu_studies.py specs logs_h200/specs $STUDIES --teacher $T "${SETS[@]}" > logs_h200/specs.txt || exit 1
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv 2>/dev/null | tee logs_h200/gpu.txt
 "$PY" -c "import torch, segkd; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" | tee -a logs_h200/gpu.txt
 left=$(( DEADLINE - ($(date +%s) - T0) ))

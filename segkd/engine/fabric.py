@@ -28,6 +28,18 @@ def apply_determinism(deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def quiet_lightning() -> None:
+    """Lightning's own info lines ("Using bfloat16 Automatic Mixed Precision (AMP)", ...) only
+    repeat what segkd prints itself (precision and its reason, devices): keep its warnings,
+    drop its info."""
+    import logging
+
+    for name in ("lightning.fabric", "lightning.pytorch", "lightning_fabric", "pytorch_lightning"):
+        logger = logging.getLogger(name)
+        if logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
+
 def make_fabric(cfg: TrainerCfg, runtime: Runtime | None = None):
     """A Fabric for ``cfg`` on ``runtime``'s accelerator and precision (resolved from ``cfg``
     when not given). ``devices > 1`` on CPU uses DDP over gloo processes."""
@@ -36,6 +48,7 @@ def make_fabric(cfg: TrainerCfg, runtime: Runtime | None = None):
     apply_determinism(cfg.deterministic)
     runtime = runtime or resolve_runtime(cfg)
     apply_tf32(runtime)
+    quiet_lightning()
     strategy = cfg.strategy
     multi = (isinstance(cfg.devices, int) and cfg.devices > 1) or cfg.num_nodes > 1 \
         or "WORLD_SIZE" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
