@@ -41,6 +41,7 @@ honest camvid_xfamily_r10 ce
 honest camvid_xfamily_mbv2_3x ce
 honest camvid_pnp_front_long front60_labels
 honest camvid_kdsemseg_quarter scratch
+honest camvid_pnp_where none  # no baseline arm: per-method tables
 # the same three studies on one H200 (benchmarks/gpu_studies.sh: training inputs identical, val
 # images JPEG at full size, teacher val 0.5429 on them vs 0.5430; fp32)
 honest camvid_xfamily_mbv2_3x_h200 ce

@@ -37,6 +37,8 @@ HONEST = (
                               "(`camvid_pnp_front_long.yaml`)"),
     ("camvid_kdsemseg_quarter", "kdsemseg on 1/4 of the data, decoder-first stagewise "
                                 "(`camvid_kdsemseg_quarter.yaml`)"),
+    ("camvid_pnp_where", "Where Plug and Play loses: only the encoder's or only the decoder's "
+                         "convolutions replaced, images only, 20 epochs (`camvid_pnp_where.yaml`)"),
     ("camvid_xfamily_mbv2_3x_h200", "UNet-MobileNetV2 at 3x the budget, on an H200"),
     ("camvid_pnp_front_long_h200", "Plug and Play, layer1-3 + decoder replaced, 60 epochs, on an H200"),
     ("camvid_kdsemseg_quarter_h200", "kdsemseg on 1/4 of the data, on an H200"),

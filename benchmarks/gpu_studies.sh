@@ -23,8 +23,8 @@ B=.gpudata
 mkdir -p "$OUT" logs_h200
 if ! "$PY" -c "import segmentation_models_pytorch, pydantic" 2>/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site $B/wheels/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
+    --target $B/site $B/wheels/*.whl || exit 1
+  export PYTHONPATH=$PWD/$B/site
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 T=$B/camvid-unet-r34-128x96.pt  # relative: the run configs record it
