@@ -92,8 +92,13 @@ def _table(study: str) -> str:
         path = ROOT / "docs" / "results" / study / "results.md"
     if not path.is_file():
         return "_(no finished run yet)_\n"
-    rows = [line for line in path.read_text().splitlines() if line.startswith("|")]
-    return "\n".join(rows) + "\n"
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.startswith("### "):  # results.md: one table per method, under its name
+            rows += ["", f"{line[4:]}:", ""]
+        elif line.startswith("|"):
+            rows.append(line)
+    return "\n".join(rows).lstrip("\n") + "\n"
 
 
 def _count(study: str) -> int:
