@@ -93,9 +93,9 @@ def main() -> None:
     ap.add_argument("--json")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    from segkd.engine.loop import _quiet_malloc
+    from segkd.engine.fabric import quiet_malloc
 
-    _quiet_malloc()  # what `segkd train` applies on the CPU, so both loops run under it
+    quiet_malloc()  # what `segkd train` applies on the CPU, so both loops run under it
     size = tuple(int(v) for v in a.size.split(","))
     rows = []
     for r in range(a.rounds):  # interleaved, the order alternating, so load hits both alike

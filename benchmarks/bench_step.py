@@ -207,9 +207,9 @@ def quiet_malloc(device: torch.device, mode: str) -> bool:
     mmap churn), process-wide, so every variant runs under them. Returns whether applied."""
     if device.type != "cpu" or mode != "segkd":
         return False
-    from segkd.engine.loop import _quiet_malloc
+    from segkd.engine.fabric import quiet_malloc as segkd_quiet_malloc
 
-    _quiet_malloc()
+    segkd_quiet_malloc()
     return True
 
 

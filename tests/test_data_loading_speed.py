@@ -78,7 +78,7 @@ def test_train_epoch_reports_the_share_spent_waiting_for_data():
 
 
 def test_run_logs_data_wait_and_says_when_loading_is_the_bottleneck(tmp_path, tiny, capsys):
-    from segkd.engine import Engine, loop
+    from segkd.engine import Engine, health
 
     cfg = config_from_dict(tiny(stages=[{"name": "train", "epochs": 2, "terms": [{"loss": "ce"}],
                                          "optimizer": {"name": "adam", "lr": 1e-3}}]))
@@ -91,8 +91,8 @@ def test_run_logs_data_wait_and_says_when_loading_is_the_bottleneck(tmp_path, ti
     waits = [r["train/data_wait"] for r in rows if "train/data_wait" in r]
     assert len(waits) == 2 and all(0.0 <= w <= 1.0 for w in waits)
     assert "loader worker(s) per process" in capsys.readouterr().err
-    eng._say_if_data_bound(loop.DATA_BOUND + 0.1, epoch=1)
-    eng._say_if_data_bound(loop.DATA_BOUND + 0.1, epoch=2)
+    eng._say_if_data_bound(health.DATA_BOUND + 0.1, epoch=1)
+    eng._say_if_data_bound(health.DATA_BOUND + 0.1, epoch=2)
     err = capsys.readouterr().err
     assert err.count("data loading is the bottleneck") == 1 and "num_workers" in err
 

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from segkd.cli.data import parse_options, register
 from segkd.core.errors import ConfigError
-from segkd.data.prepare import prepare, print_report
+from segkd.data.prepare import prepare
+from segkd.data.prepare_print import print_report
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")

@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from segkd.apps.runs import run_training
+from segkd.apps.study_precision import check_precision
 from segkd.config.loading import load_yaml
 from segkd.config.schema import load_config
 from segkd.config.strict import StrictModel
@@ -323,52 +324,6 @@ def _run_all(spec: StudySpec, arms: list[Arm], extra: list[str], keep_going: boo
     return failures
 
 
-def _finished_precisions(arms: list[Arm]) -> dict[str, list[Arm]]:
-    """Resolved precision (summary.json's precision.value) -> the finished arms trained in it."""
-    seen: dict[str, list[Arm]] = {}
-    for a in arms:
-        for d in (a.run_dir, a.mirror):
-            f = d / "summary.json" if d is not None else None
-            if f is not None and f.is_file():
-                try:
-                    p = json.loads(f.read_text()).get("precision") or {}
-                except (OSError, ValueError):
-                    break
-                if isinstance(p, dict) and p.get("value"):
-                    seen.setdefault(str(p["value"]), []).append(a)
-                break
-    return seen
-
-
-def check_precision(spec: StudySpec, arms: list[Arm], extra: list[str]) -> Optional[str]:
-    """Why the runs left to train would use another precision than the study's finished runs
-    (``trainer.precision: auto`` resolves per machine: bf16-mixed on a CPU with AVX512-BF16,
-    fp32 on one without), or None. The report keeps such runs apart, so a study resumed on
-    another machine would end with two half-studies; pinning the precision in the spec's ``set``
-    keeps it one."""
-    from segkd.engine.runtime import resolve_runtime
-
-    seen = _finished_precisions(arms)
-    todo = [a for a in arms if a.status != "done"]
-    if not seen or not todo:
-        return None
-    a = todo[0]
-    if a.status == "partial":
-        cfg = load_config(str(a.run_dir / "config.yaml"), list(extra))
-    elif a.config is not None:
-        cfg = load_config(a.config, a.overrides + list(extra))
-    else:
-        return None
-    rt = resolve_runtime(cfg.trainer)
-    if rt.precision in seen:
-        return None
-    before = ", ".join(f"{p} ({len(v)} run(s), e.g. {v[0].method} s{v[0].seed})" for p, v in seen.items())
-    pinned = next(iter(seen)) if len(seen) == 1 else "32"
-    return (f"study {spec.name}: its finished runs trained in precision {before}; here "
-            f"{a.method} s{a.seed} would train in {rt.precision} ({rt.reason}), and the report keeps "
-            f"the two apart. Pin it: add \"trainer.precision={pinned}\" to the spec's set")
-
-
 def _shard(arms: list[Arm], shard: Optional[tuple[int, int]]) -> list[Arm]:
     if shard is None:
         return arms
@@ -394,7 +349,7 @@ def run_study(spec_path: str | Path, dry_run: bool = False, keep_going: bool = F
     teacher = teacher_arm(spec)
     arms = _shard(plan_arms(spec, teacher_checkpoint(spec)), shard)
     console.print(status_table(spec, ([teacher] if teacher else []) + arms))
-    mixed = check_precision(spec, plan_arms(spec, teacher_checkpoint(spec)), extra)
+    mixed = check_precision(spec.name, plan_arms(spec, teacher_checkpoint(spec)), extra)
     if dry_run:
         if mixed:
             console.print(f"[yellow]warning[/yellow]: {mixed}")

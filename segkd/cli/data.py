@@ -95,7 +95,8 @@ def prepare_cmd(
     Exits with code 1 when the report has errors (for "folder": errors the printed config does
     not fix; those it fixes are reported as "fixed", saying what the config sets).
     """
-    from segkd.data.prepare import prepare, print_report
+    from segkd.data.prepare import prepare
+    from segkd.data.prepare_print import print_report
 
     options = parse_options(options_json, set_)
     if name == "folder":

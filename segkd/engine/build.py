@@ -1,12 +1,14 @@
 """Builders: the only place that turns config sections into objects (below: plain kwargs)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn as nn
 
 from segkd.config.schema import Config, StageCfg, TeacherCfg, Term
 from segkd.core.checkpoint import is_segkd, load_strict, read_checkpoint
-from segkd.core.errors import ConfigError
+from segkd.core.errors import CheckpointError, ConfigError
 from segkd.distill.distiller import Distiller
 from segkd.engine.runtime import TEACHER_DTYPES, Runtime
 from segkd.models.spec import build_from_spec, model_from_loaded, model_spec
@@ -122,3 +124,15 @@ def build_teacher_cache(cfg: Config, fabric, distiller: Distiller, say, progress
 
     return TeacherCache(t.cache, teacher_fn, key, cfg.data.batch_size, cfg.trainer.channels_last,
                         fabric.device, say, progress)
+
+
+def same_teacher(ckpt: dict, sha256: Optional[str], teacher_cfg) -> None:
+    """A resumed run distils from the teacher it started with: the sha256 of the bytes loaded now
+    must be the one last.pt recorded (a teacher file replaced between the runs would otherwise
+    mix two teachers into one student)."""
+    was = ckpt.get("teacher_sha256")
+    if was and sha256 and was != sha256:
+        where = getattr(teacher_cfg, "checkpoint", None) or getattr(teacher_cfg, "weights", None)
+        raise CheckpointError(f"the teacher {where} is not the one this run started with (sha256 "
+                              f"{sha256[:12]}... now, {was[:12]}... in last.pt): put the original "
+                              "teacher back to resume, or start a new run")

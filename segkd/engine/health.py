@@ -244,3 +244,17 @@ class RunHealth:
         first, where = ("last.pt", last) if last else ("best.pt", best)
         also = f"; best.pt: {best}" if last and best else ""
         return f"The last good checkpoint is {first} in the run directory ({where}{also})"
+
+
+DATA_BOUND = 0.2  # share of an epoch spent waiting for data above which the run says so
+
+
+def data_bound_message(share: float, epoch: int, workers) -> Optional[str]:
+    """What to say when ``share`` of epoch ``epoch`` (0-based) was spent waiting for batches, or
+    None: not after a stage's first epoch, which also pays for worker start-up and filling the
+    cache, nor below DATA_BOUND."""
+    if epoch == 0 or share < DATA_BOUND:
+        return None
+    return (f"data loading is the bottleneck: {share:.0%} of the last epoch was spent waiting for "
+            f"batches. Raise data.num_workers (now {workers}), set data.cache: true (decoded images "
+            "kept in memory), or store the images downscaled to the training size.")

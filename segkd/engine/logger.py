@@ -106,3 +106,9 @@ def _drop_rows_after(path: Path, step: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(f"{line}\n" for line in keep))
     tmp.replace(path)
+
+
+def epoch_line(title: str, row: dict[str, Any]) -> str:
+    """The epoch's console line: ``title`` and every scalar of ``row``."""
+    keys = [k for k in row if not isinstance(row[k], list)]
+    return f"[cyan]{title}[/cyan] " + "  ".join(f"{k}={row[k]:.4g}" for k in keys)

@@ -11,32 +11,23 @@ import torch
 
 from segkd.config.schema import Config, StageCfg, dump_config
 from segkd.core.checkpoint import load_checkpoint, load_strict, model_checkpoint, save_checkpoint
-from segkd.core.errors import CheckpointError, ConfigError, NonFiniteLoss, SegkdError
-from segkd.engine.build import build_distiller, build_teacher, build_teacher_cache, stage_terms
+from segkd.core.errors import ConfigError, NonFiniteLoss
+from segkd.engine.build import build_distiller, build_teacher, build_teacher_cache, same_teacher, stage_terms
 from segkd.engine.data import build_data, make_loader, resolve_workers
-from segkd.engine.fabric import make_fabric
-from segkd.engine.health import (
-    RunHealth,
-    bn_steps_needed,
-    collapse_warning,
-    few_steps_warning,
-    mode_check,
-    nonfinite_message,
-    nonfinite_state,
-    training_batchnorms,
-)
+from segkd.engine.fabric import allow_recompiles, make_fabric, quiet_malloc
+from segkd.engine.health import (RunHealth, bn_steps_needed, collapse_warning, data_bound_message,
+                                 few_steps_warning, mode_check, nonfinite_message, nonfinite_state,
+                                 training_batchnorms)
 from segkd.engine.init import initialise_student
-from segkd.engine.logger import RunLogger
+from segkd.engine.logger import RunLogger, epoch_line
 from segkd.engine.optim import build_optimizer, build_scheduler, extend_optimizer
 from segkd.engine.plan import optimizer_chain, schedule_span, stage_trainable
 from segkd.engine.runtime import resolve_runtime
+from segkd.engine.selection import selection
 from segkd.engine.state import Progress, StageRun, rng_state, seed_all, set_rng_state
 from segkd.engine.train import EpochSpec, train_epoch
 from segkd.eval.evaluate import evaluate
 from segkd.models.spec import apply_replacements, build_from_spec, model_spec
-
-DATA_BOUND = 0.2  # share of an epoch spent waiting for data above which the run says so
-
 
 class Engine:
     """Runs a Config in ``run_dir`` (``resume=True`` continues from ``run_dir/last.pt``)."""
@@ -64,7 +55,7 @@ class Engine:
         f, cfg = self.fabric, self.cfg
         f.launch()
         if f.device.type == "cpu":
-            _quiet_malloc()
+            quiet_malloc()
         self.precision = self.runtime.summary()
         if cfg.trainer.threads:
             torch.set_num_threads(cfg.trainer.threads)
@@ -97,7 +88,7 @@ class Engine:
         ckpt = None
         if self.resume:  # rebuild the architecture the checkpoint's plan produced, then load
             ckpt = load_checkpoint(self.run_dir / "last.pt", must_verify=True)
-            _same_teacher(ckpt, self.teacher_sha256, cfg.teacher)
+            same_teacher(ckpt, self.teacher_sha256, cfg.teacher)
             student = self._load_resume(ckpt)
         if self.fabric.world_size > 1 and cfg.trainer.sync_bn and self.fabric.device.type == "cuda":
             student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
@@ -110,7 +101,7 @@ class Engine:
         if teacher is not None:
             teacher.to(f.device, memory_format=fmt)
         if cfg.trainer.compile:
-            _allow_recompiles(3 * len(cfg.stages) + 2)  # + the train/eval-mode check's mixed mode
+            allow_recompiles(3 * len(cfg.stages) + 2)  # + the train/eval-mode check's mixed mode
             student.compile()
         self.logger = RunLogger(self.run_dir, f.is_global_zero, cfg.trainer.progress,
                                 resume_step=self.counters.step if self.resume else None)
@@ -309,20 +300,15 @@ class Engine:
                                                                    if not isinstance(v, list)}})
         self.logger.log({k: v for k, v in row.items() if not isinstance(v, list)},
                         c.step, stage=stage.name, epoch=epoch + 1)
-        self.logger.info(_epoch_line(title, row))
+        self.logger.info(epoch_line(title, row))
         self._save_last(run)
 
     def _say_if_data_bound(self, share: float, epoch: int) -> None:
-        """Once per run: warn when the loader held training back (after a stage's first epoch,
-        which also pays for worker start-up and filling the cache)."""
-        if epoch == 0 or share < DATA_BOUND or self._slow_data_said:
-            return
-        self._slow_data_said = True
-        self.logger.info(
-            f"[yellow]data loading is the bottleneck: {share:.0%} of the last epoch was spent "
-            f"waiting for batches. Raise data.num_workers (now {self.cfg.data.num_workers}), "
-            "set data.cache: true (decoded images kept in memory), or store the images "
-            "downscaled to the training size.[/yellow]")
+        """Once per run: warn when the loader held training back (health.data_bound_message)."""
+        msg = None if self._slow_data_said else data_bound_message(share, epoch, self.cfg.data.num_workers)
+        if msg:
+            self._slow_data_said = True
+            self.logger.info(f"[yellow]{msg}[/yellow]")
 
     def _validate(self, stage: StageCfg, loader, split: str = "val") -> dict:
         d, f = self.distiller, self.fabric
@@ -345,17 +331,7 @@ class Engine:
 
     def _select(self, si: int, stage: StageCfg, epoch: int, row: dict) -> None:
         key = stage.select.metric
-        if key == "last":  # the latest validated epoch, chosen on no split
-            value, better = float(epoch + 1), True
-        elif key not in row:
-            known = [k for k in row if k.startswith(("val/", "select/")) and not isinstance(row[k], list)]
-            hint = (" (select/... metrics need data.select_fraction)"
-                    if key.startswith("select/") else "")
-            raise ConfigError(f"stage '{stage.name}': select.metric '{key}' is not measured; "
-                              f"available: {', '.join(known + ['last'])}{hint}")
-        else:
-            value, best = row[key], self.counters.best
-            better = best is None or (value > best if stage.select.mode == "max" else value < best)
+        value, better = selection(stage, epoch, row, self.counters.best)
         if better:
             self.counters.best, self.counters.best_epoch = value, epoch + 1
             if self.fabric.is_global_zero:
@@ -421,44 +397,3 @@ class Engine:
             spec=self.spec, replacements=self.replacements, precision=self.precision,
             progress=self.counters, teacher_sha256=self.teacher_sha256,
             warnings=list(self.health.warnings)), wall)
-
-
-def _same_teacher(ckpt: dict, sha256: Optional[str], teacher_cfg) -> None:
-    """A resumed run distils from the teacher it started with: the sha256 of the bytes loaded now
-    must be the one last.pt recorded (a teacher file replaced between the runs would otherwise
-    mix two teachers into one student)."""
-    was = ckpt.get("teacher_sha256")
-    if was and sha256 and was != sha256:
-        where = getattr(teacher_cfg, "checkpoint", None) or getattr(teacher_cfg, "weights", None)
-        raise CheckpointError(f"the teacher {where} is not the one this run started with (sha256 "
-                              f"{sha256[:12]}... now, {was[:12]}... in last.pt): put the original "
-                              "teacher back to resume, or start a new run")
-
-
-def _quiet_malloc() -> None:
-    """CPU training: keep freed activation memory in the process instead of returning it to the
-    OS after every step (glibc's defaults cause tens of thousands of page faults per step;
-    measured 11-15% faster steps on the 2-core benchmark machine, see docs/benchmarks.md)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: big buffers from the heap, not mmap
-        libc.mallopt(-1, 2 ** 31 - 1)  # M_TRIM_THRESHOLD: do not give the heap back each step
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to tune
-        pass
-
-
-def _allow_recompiles(graphs: int) -> None:
-    """Let a compiled student keep ``graphs`` graphs (training and evaluation per stage: each
-    stage's hooks and frozen parts are new guards) before torch.compile falls back to eager."""
-    import torch._dynamo.config as dynamo
-
-    name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
-    setattr(dynamo, name, max(getattr(dynamo, name), graphs))
-
-
-def _epoch_line(title: str, row: dict[str, Any]) -> str:
-    keys = [k for k in row if not isinstance(row[k], list)]
-    return f"[cyan]{title}[/cyan] " + "  ".join(f"{k}={row[k]:.4g}" for k in keys)
