@@ -347,9 +347,10 @@ def run_study(spec_path: str | Path, dry_run: bool = False, keep_going: bool = F
     if out_dir:
         spec = spec.model_copy(update={"out_dir": out_dir})
     teacher = teacher_arm(spec)
-    arms = _shard(plan_arms(spec, teacher_checkpoint(spec)), shard)
+    plan = plan_arms(spec, teacher_checkpoint(spec))  # every arm: the precision check reads all
+    arms = _shard(plan, shard)
     console.print(status_table(spec, ([teacher] if teacher else []) + arms))
-    mixed = check_precision(spec.name, plan_arms(spec, teacher_checkpoint(spec)), extra)
+    mixed = check_precision(spec.name, plan, extra)
     if dry_run:
         if mixed:
             console.print(f"[yellow]warning[/yellow]: {mixed}")
